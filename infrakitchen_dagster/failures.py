@@ -1,0 +1,65 @@
+"""The pipeline-wide `on_failure` (SPEC 3.4): once per failed run, decided from its events.
+
+It fires when a task without an `on_failure` of its own failed, or when the run died
+without any step failing (crash, termination). The same function serves the run-failure
+sensor (under the daemon) and `ik run` (which handles its own runs at once); a mark in the
+store makes sure only the first of them acts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dagster import DagsterEventType, DagsterInstance, DagsterRun
+
+from .graph import PipelineGraph
+from .store import LifecycleStore, Status
+from .store.lifecycle import Action
+
+PIPELINE_TAG = "infrakitchen/pipeline"
+
+
+@dataclass(frozen=True)
+class FailureVerdict:
+    fire: bool
+    failed_task: str
+    error_message: str
+    reason: str
+
+
+def judge_failed_run(instance: DagsterInstance, run: DagsterRun, graph: PipelineGraph
+                     ) -> FailureVerdict:
+    """Whether the global teardown applies to this failed run, and for which task."""
+    by_op = {f"{graph.pipeline.job_prefix}__{n.op_name}": n for n in graph.nodes.values()}
+    failures = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+    failed: list[tuple[str, str]] = []
+    for record in failures:
+        node = by_op.get(record.step_key or "")
+        if node is None:
+            continue
+        event = record.dagster_event
+        message = ""
+        if event is not None and event.step_failure_data and event.step_failure_data.error:
+            message = event.step_failure_data.error.message.strip()
+        failed.append((node.name, message))
+    if not failed:
+        return FailureVerdict(True, "", "run failed without a task failure (crashed or "
+                              "terminated)", "crashed")
+    for name, message in failed:
+        if not graph.nodes[name].task.on_failure:
+            return FailureVerdict(True, name, message, "task without its own on_failure")
+    return FailureVerdict(False, failed[0][0], failed[0][1],
+                          "every failed task had its own on_failure")
+
+
+def mark_crashed_resources(store: LifecycleStore, run: DagsterRun, pipeline: str,
+                           actor: str) -> list[str]:
+    """Records a dead run left `in_progress` become `error` (with the run id audited)."""
+    marked = []
+    for record in store.records(pipeline):
+        if record.status == Status.IN_PROGRESS and record.last_run_id == run.run_id:
+            store.transition(record, Action.MARK_ERROR, actor=actor, run_id=run.run_id,
+                             details={"crashed_run_id": run.run_id},
+                             error=f"run {run.run_id} ended while this resource was in progress")
+            marked.append(record.task)
+    return marked

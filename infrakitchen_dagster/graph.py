@@ -1,0 +1,629 @@
+"""The task DAG of a pipeline: matrix expansion, dependencies, order, teardown coverage.
+
+Everything that can be known without running anything is checked here, so that
+`ik validate` and definitions loading report every problem of a file at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from .interpolation import Condition, Ref, references, references_in, render, to_text
+from .spec import Pipeline, PipelineError, Scalar, Task, read_pipeline
+
+#: Names a teardown command always receives (wf's forensic variables).
+TEARDOWN_BUILTINS = ("failed_task", "error_message", "failed_dag")
+#: Names usable in backend config, so one backend block can give each resource its own state.
+BACKEND_BUILTINS = ("ik_pipeline", "ik_task", "ik_environment")
+_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?|[A-Za-z]{3}(-[A-Za-z]{3})?)(/\d+)?$")
+_CRON_ALIASES = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
+_OUTPUT_DECL = re.compile(r'^\s*output\s+"([^"]+)"', re.MULTILINE)
+_VARIABLE_DECL = re.compile(r'^\s*variable\s+"([^"]+)"\s*\{', re.MULTILINE)
+
+
+def is_valid_cron(expression: str) -> bool:
+    text = expression.strip()
+    if text in _CRON_ALIASES:
+        return True
+    fields = text.split()
+    return len(fields) == 5 and all(
+        all(_CRON_FIELD.match(part) for part in f.split(",")) for f in fields
+    )
+
+
+def is_remote_module(module: str) -> bool:
+    return "::" in module or module.startswith(("git@", "https://", "http://"))
+
+
+@dataclass(frozen=True)
+class Node:
+    """One runnable unit: a task, or one combination of a matrix task."""
+
+    name: str
+    task_name: str
+    task: Task
+    matrix_values: tuple[tuple[str, Scalar], ...] = ()
+    deps: tuple[str, ...] = ()
+    registers: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> Literal["resource", "abstract", "command", "teardown"]:
+        return self.task.kind
+
+    @property
+    def asset_name(self) -> str:
+        """Asset key component: Dagster names may not contain `[`, `=` or `,`."""
+        if not self.matrix_values:
+            return self.task_name
+        parts = [f"{k}-{to_text(v)}" for k, v in self.matrix_values]
+        return re.sub(r"[^A-Za-z0-9_-]", "_", "__".join([self.task_name, *parts]))
+
+    @property
+    def op_name(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_]", "_", self.asset_name)
+
+    @property
+    def matrix(self) -> dict[str, Scalar]:
+        return dict(self.matrix_values)
+
+
+@dataclass
+class PipelineGraph:
+    pipeline: Pipeline
+    nodes: dict[str, Node] = field(default_factory=dict)
+    teardowns: dict[str, Node] = field(default_factory=dict)
+
+    # -- structure --------------------------------------------------------------------
+
+    @cached_property
+    def order(self) -> list[str]:
+        """Topological order, stable with respect to file order."""
+        done: list[str] = []
+        seen: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            for dep in self.nodes[name].deps:
+                visit(dep)
+            done.append(name)
+
+        for name in self.nodes:
+            visit(name)
+        return done
+
+    @cached_property
+    def children(self) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for name in self.order:
+            for dep in self.nodes[name].deps:
+                result[dep].append(name)
+        return result
+
+    def ancestors(self, name: str) -> list[str]:
+        """All ancestors, nearest first (breadth-first), each once."""
+        result: list[str] = []
+        frontier = list(self.nodes[name].deps)
+        while frontier:
+            nxt: list[str] = []
+            for dep in frontier:
+                if dep not in result:
+                    result.append(dep)
+                    nxt.extend(self.nodes[dep].deps)
+            frontier = nxt
+        return result
+
+    def descendants(self, name: str) -> list[str]:
+        result: list[str] = []
+        frontier = list(self.children[name])
+        while frontier:
+            nxt: list[str] = []
+            for child in frontier:
+                if child not in result:
+                    result.append(child)
+                    nxt.extend(self.children[child])
+            frontier = nxt
+        return result
+
+    def resource_parents(self, name: str) -> list[str]:
+        """Nearest resource (or abstract) ancestors: the record's parents in the lifecycle."""
+        found: list[str] = []
+        for dep in self.nodes[name].deps:
+            if self.nodes[dep].kind in ("resource", "abstract"):
+                found.append(dep)
+            else:
+                found.extend(p for p in self.resource_parents(dep) if p not in found)
+        return found
+
+    def resource_children(self, name: str) -> list[str]:
+        return [n for n in self.order if name in self.resource_parents(n)]
+
+    @property
+    def resources(self) -> list[str]:
+        return [n for n in self.order if self.nodes[n].kind == "resource"]
+
+    @property
+    def width(self) -> int:
+        """Largest number of tasks that can run at once (longest-path layering)."""
+        level: dict[str, int] = {}
+        for name in self.order:
+            level[name] = 1 + max((level[d] for d in self.nodes[name].deps), default=-1)
+        counts: dict[int, int] = {}
+        for lvl in level.values():
+            counts[lvl] = counts.get(lvl, 0) + 1
+        return max(counts.values(), default=0)
+
+    def registered_by(self) -> dict[str, str]:
+        return {var: n.name for n in self.nodes.values() for var in n.registers}
+
+    # -- failure handling -------------------------------------------------------------
+
+    def teardown_of(self, name: str) -> str | None:
+        """The task's own on_failure teardown (None: the global one applies)."""
+        return self.nodes[name].task.on_failure
+
+    def destroy_targets(self, teardown: str, provisioned: set[str] | None = None) -> list[str]:
+        """Resource nodes a destroy-teardown tears down, children before parents."""
+        spec = self.teardowns[teardown].task.destroy if teardown in self.teardowns else None
+        if spec is None:
+            spec = self.nodes[teardown].task.destroy if teardown in self.nodes else None
+        if spec is None:
+            return []
+        if spec == "all":
+            targets = list(self.resources)
+        else:
+            targets = [n for t in spec for n in self.expand(t)]
+        if provisioned is not None:
+            targets = [t for t in targets if t in provisioned]
+        rank = {n: i for i, n in enumerate(self.order)}
+        return sorted(set(targets), key=lambda n: rank[n], reverse=True)
+
+    def expand(self, target: str) -> list[str]:
+        """A task name (all matrix nodes) or a node name -> node names."""
+        if target in self.nodes:
+            return [target]
+        return [n.name for n in self.nodes.values() if n.task_name == target]
+
+    # -- identity ---------------------------------------------------------------------
+
+    def module_dir(self, name: str) -> Path | None:
+        module = self.nodes[name].task.module
+        if module is None or is_remote_module(module):
+            return None
+        return (self.pipeline.source_dir / module).resolve()
+
+    def module_hash(self, name: str) -> str:
+        directory = self.module_dir(name)
+        if directory is None:
+            module = self.nodes[name].task.module or self.nodes[name].task.cmd or ""
+            return hashlib.sha256(module.encode()).hexdigest()[:16]
+        return directory_hash(directory)
+
+    def code_version(self, name: str) -> str:
+        node = self.nodes[name]
+        if node.kind == "resource":
+            return self.module_hash(name)
+        payload = repr((node.task.cmd, node.task.variables, node.matrix_values)).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+    # -- drawing ----------------------------------------------------------------------
+
+    def draw(self, fmt: str = "text", forensic: bool = False) -> str:
+        if fmt == "mermaid":
+            return self._draw_mermaid(forensic)
+        if fmt == "dot":
+            return self._draw_dot(forensic)
+        return self._draw_text(forensic)
+
+    def _label(self, name: str) -> str:
+        node = self.nodes.get(name) or self.teardowns[name]
+        parts = [f"[{name}]"]
+        if node.kind != "command":
+            parts.append(f"({node.kind})")
+        if node.registers:
+            parts.append("→ " + ", ".join(node.registers))
+        if node.task.if_:
+            parts.append(f"if {node.task.if_}")
+        return " ".join(parts)
+
+    def _draw_text(self, forensic: bool) -> str:
+        lines = [f"{self.pipeline.name}: {len(self.nodes)} tasks"]
+        placed: set[str] = set()
+
+        def place(name: str, prefix: str, last: bool, root: bool) -> None:
+            connector = "" if root else ("└── " if last else "├── ")
+            extra = ""
+            others = [d for d in self.nodes[name].deps if d != parent_of.get(name)]
+            if others and not root:
+                extra = "  (also after: " + ", ".join(others) + ")"
+            cover = ""
+            if forensic:
+                own = self.teardown_of(name)
+                cover = f"  ⚑ on_failure → {own}" if own else ""
+                if not own and self.pipeline.on_failure and self.nodes[name].kind != "teardown":
+                    cover = f"  ⚑ on_failure → {self.pipeline.on_failure} (global)"
+            lines.append(prefix + connector + self._label(name) + extra + cover)
+            placed.add(name)
+            kids = [c for c in self.children[name] if parent_of.get(c) == name]
+            child_prefix = prefix + ("" if root else ("    " if last else "│   "))
+            for i, kid in enumerate(kids):
+                place(kid, child_prefix, i == len(kids) - 1, False)
+
+        rank = {n: i for i, n in enumerate(self.order)}
+        parent_of = {
+            n: max(self.nodes[n].deps, key=lambda d: rank[d])
+            for n in self.nodes
+            if self.nodes[n].deps
+        }
+        for name in self.order:
+            if not self.nodes[name].deps:
+                place(name, "", True, True)
+        if forensic:
+            lines.append("")
+            lines.append("teardown tasks:")
+            for name, node in self.teardowns.items():
+                covers = [n for n in self.order if self.teardown_of(n) == name]
+                if name == self.pipeline.on_failure:
+                    covers.append("(global: any task without its own on_failure, crashed runs)")
+                what = (
+                    "destroy " + ", ".join(self.destroy_targets(name))
+                    if node.task.destroy is not None
+                    else "cmd"
+                )
+                lines.append(f"  [{name}] {what}; covers: {', '.join(covers) or '-'}")
+        return "\n".join(lines)
+
+    def _all_edges(self, forensic: bool) -> list[tuple[str, str, str]]:
+        edges = [(d, n, "") for n in self.order for d in self.nodes[n].deps]
+        if forensic:
+            for n in self.order:
+                target = self.teardown_of(n) or self.pipeline.on_failure
+                if target:
+                    edges.append((n, target, "on_failure"))
+        return edges
+
+    def _draw_mermaid(self, forensic: bool) -> str:
+        ids = {n: f"n{i}" for i, n in enumerate([*self.order, *self.teardowns])}
+        lines = ["graph TD"]
+        for name, ident in ids.items():
+            if name in self.nodes or forensic:
+                lines.append(f'    {ident}["{self._label(name)}"]')
+        for src, dst, label in self._all_edges(forensic):
+            arrow = f" -. {label} .-> " if label else " --> "
+            lines.append(f"    {ids[src]}{arrow}{ids[dst]}")
+        return "\n".join(lines)
+
+    def _draw_dot(self, forensic: bool) -> str:
+        lines = [f'digraph "{self.pipeline.name}" {{', "  rankdir=TB;"]
+        for name in [*self.order, *(self.teardowns if forensic else [])]:
+            shape = "box" if name in self.nodes else "octagon"
+            label = self._label(name).replace('"', '\\"')
+            lines.append(f'  "{name}" [shape={shape}, label="{label}"];')
+        for src, dst, label in self._all_edges(forensic):
+            style = f' [style=dashed, label="{label}"]' if label else ""
+            lines.append(f'  "{src}" -> "{dst}"{style};')
+        lines.append("}")
+        return "\n".join(lines)
+
+
+def directory_hash(directory: Path) -> str:
+    """Content hash of a module tree (what `code_version` and fingerprints are made of)."""
+    digest = hashlib.sha256()
+    for file in sorted(directory.rglob("*")):
+        rel = file.relative_to(directory)
+        if not file.is_file() or _ignored(rel):
+            continue
+        digest.update(str(rel).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _ignored(rel: Path) -> bool:
+    return rel.parts[0] == ".terraform" or rel.name.startswith("terraform.tfstate") or (
+        rel.suffix in (".tfplan",) or rel.name == ".terraform.lock.hcl"
+    )
+
+
+def module_declarations(directory: Path) -> tuple[set[str], set[str]]:
+    """(variables, outputs) a local module declares, read from its `.tf` files."""
+    variables: set[str] = set()
+    outputs: set[str] = set()
+    for file in directory.glob("*.tf"):
+        text = file.read_text(encoding="utf-8", errors="replace")
+        variables.update(_VARIABLE_DECL.findall(text))
+        outputs.update(_OUTPUT_DECL.findall(text))
+    return variables, outputs
+
+
+# ---------------------------------------------------------------------------------------
+# Building and validating
+
+
+def _expand_matrix(name: str, task: Task) -> list[tuple[str, tuple[tuple[str, Scalar], ...]]]:
+    if not task.matrix:
+        return [(name, ())]
+    keys = list(task.matrix)
+    combos = itertools.product(*(task.matrix[k] for k in keys))
+    result = []
+    for combo in combos:
+        pairs = tuple(zip(keys, combo, strict=True))
+        label = ",".join(f"{k}={to_text(v)}" for k, v in pairs)
+        result.append((f"{name}[{label}]", pairs))
+    return result
+
+
+def build_graph(pipeline: Pipeline) -> PipelineGraph:
+    """Expand and check a parsed pipeline; raises `PipelineError` listing every problem."""
+    problems: list[str] = []
+    graph = PipelineGraph(pipeline)
+    task_names = set(pipeline.tasks)
+
+    for name, task in pipeline.tasks.items():
+        problems.extend(_task_shape_problems(pipeline, name, task))
+    if pipeline.drift_schedule is not None and not is_valid_cron(pipeline.drift_schedule):
+        problems.append(f"drift_schedule: {pipeline.drift_schedule!r} is not a cron expression")
+    for trigger in pipeline.triggers:
+        if trigger.type == "cron" and not (trigger.schedule and is_valid_cron(trigger.schedule)):
+            problems.append(f"triggers: cron trigger needs a valid `schedule`, got "
+                            f"{trigger.schedule!r}")
+        if trigger.type == "file_watch" and not trigger.path:
+            problems.append("triggers: file_watch trigger needs `path`")
+
+    # Expand nodes (matrix) first so that dependencies may name single combinations.
+    expanded: dict[str, list[tuple[str, tuple[tuple[str, Scalar], ...]]]] = {
+        name: _expand_matrix(name, task) for name, task in pipeline.tasks.items()
+    }
+    node_names = {n for nodes in expanded.values() for n, _ in nodes}
+
+    def resolve_target(target: str) -> list[str] | None:
+        if target in expanded:
+            return [n for n, _ in expanded[target]]
+        if target in node_names:
+            return [target]
+        return None
+
+    for name, task in pipeline.tasks.items():
+        deps: list[str] = []
+        for dep in task.depends_on:
+            resolved = resolve_target(dep)
+            if resolved is None:
+                problems.append(_unknown(f"task {name!r}: depends_on", dep, task_names))
+            elif dep in expanded and pipeline.tasks[dep].kind == "teardown":
+                problems.append(f"task {name!r}: depends_on names teardown task {dep!r}")
+            else:
+                deps.extend(d for d in resolved if d not in deps)
+        for node_name, pairs in expanded[name]:
+            values = dict(pairs)
+            registers = tuple(
+                str(render(r, lambda ref, v=values: v.get(ref.name, str(ref))))
+                for r in task.registers
+            )
+            node = Node(node_name, name, task, pairs, tuple(deps), registers)
+            (graph.teardowns if task.kind == "teardown" else graph.nodes)[node_name] = node
+
+    if pipeline.on_failure and pipeline.on_failure not in task_names:
+        problems.append(_unknown("on_failure", pipeline.on_failure, task_names))
+    for name, task in pipeline.tasks.items():
+        if task.on_failure and task.on_failure not in task_names:
+            problems.append(_unknown(f"task {name!r}: on_failure", task.on_failure, task_names))
+        if isinstance(task.destroy, list):
+            for target in task.destroy:
+                if target not in task_names and target not in node_names:
+                    problems.append(_unknown(f"task {name!r}: destroy", target, task_names))
+                elif pipeline.tasks.get(target, task).kind not in ("resource",) and (
+                    target in pipeline.tasks
+                ):
+                    problems.append(
+                        f"task {name!r}: destroy names {target!r}, which is not a resource "
+                        "task (only tasks with `module` can be destroyed)"
+                    )
+
+    cycle = _find_cycle(graph)
+    if cycle:
+        problems.append("dependency cycle: " + " -> ".join(cycle))
+        raise PipelineError(pipeline.path, problems)
+
+    registered: dict[str, str] = {}
+    for node in graph.nodes.values():
+        for var in node.registers:
+            if var in registered and registered[var] != node.name:
+                problems.append(
+                    f"variable {var!r} is registered by two tasks: {registered[var]!r} and "
+                    f"{node.name!r}"
+                )
+            registered[var] = node.name
+
+    problems.extend(_reference_problems(graph, registered))
+    if problems:
+        raise PipelineError(pipeline.path, problems)
+    return graph
+
+
+def _unknown(where: str, target: str, known: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(target, sorted(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{where} names unknown task {target!r}{hint}"
+
+
+def _task_shape_problems(pipeline: Pipeline, name: str, task: Task) -> list[str]:
+    problems: list[str] = []
+    where = f"task {name!r}"
+    if task.cmd is not None and task.module is not None:
+        problems.append(f"{where}: has both `cmd` and `module`; a task is one or the other")
+    if task.type == "forensic":
+        if task.cmd is None and task.destroy is None:
+            problems.append(f"{where}: a forensic (teardown) task needs `cmd` or `destroy`")
+        if task.cmd is not None and task.destroy is not None:
+            problems.append(f"{where}: has both `cmd` and `destroy`; choose one")
+    else:
+        if task.destroy is not None:
+            problems.append(f"{where}: `destroy` is only for teardown tasks (type = \"forensic\")")
+        if task.cmd is None and task.module is None and not task.abstract:
+            problems.append(f"{where}: needs `cmd` (a command), `module` (a resource) or "
+                            "`abstract = true`")
+        if task.abstract and (task.cmd is not None or task.module is not None):
+            problems.append(f"{where}: an abstract task has neither `cmd` nor `module`")
+    if task.module is not None and not is_remote_module(task.module):
+        directory = (pipeline.source_dir / task.module).resolve()
+        if not directory.is_dir():
+            problems.append(f"{where}: module directory {task.module!r} does not exist "
+                            f"({directory})")
+        elif not any(directory.glob("*.tf")) and not any(directory.glob("*.tf.json")):
+            problems.append(f"{where}: module directory {task.module!r} has no .tf files")
+    if task.if_ is not None:
+        try:
+            Condition.parse(task.if_)
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+    if task.kind != "resource":
+        for key in ("frozen", "unique", "backend"):
+            if getattr(task, key):
+                problems.append(f"{where}: `{key}` applies to resource tasks (with `module`)")
+    for integration in task.integrations or []:
+        if integration not in pipeline.integrations:
+            problems.append(f"{where}: unknown integration {integration!r} (define it under "
+                            f"[integrations.{integration}])")
+    if task.kind == "command" and len(task.registers) > 1:
+        problems.append(f"{where}: a command task registers one value (its last stdout line)")
+    return problems
+
+
+def _find_cycle(graph: PipelineGraph) -> list[str] | None:
+    """A dependency cycle in `depends_on` direction (`a -> b -> a`), or None."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        path.append(name)
+        for dep in graph.nodes[name].deps:
+            if state.get(dep) == 1:
+                return [*path[path.index(dep):], dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        path.pop()
+        state[name] = 2
+        return None
+
+    for name in graph.nodes:
+        if name not in state and (found := visit(name)):
+            return found
+    return None
+
+
+def _reference_problems(graph: PipelineGraph, registered: dict[str, str]) -> list[str]:
+    pipeline = graph.pipeline
+    runtime = set(pipeline.vars)
+    for overrides in pipeline.environments.values():
+        runtime.update(overrides)
+    problems: list[str] = []
+    outputs_cache: dict[str, set[str] | None] = {}
+
+    def outputs_of(node_name: str) -> set[str] | None:
+        if node_name not in outputs_cache:
+            directory = graph.module_dir(node_name)
+            outputs_cache[node_name] = (
+                module_declarations(directory)[1] if directory and directory.is_dir() else None
+            )
+        return outputs_cache[node_name]
+
+    def check(node: Node, field_name: str, refs: list[Ref], extra: set[str]) -> None:
+        ancestors = set(graph.ancestors(node.name)) if node.name in graph.nodes else set()
+        for ref in refs:
+            if ref.attr is not None:
+                targets = graph.expand(ref.name)
+                if not targets:
+                    problems.append(
+                        f"task {node.name!r}: {field_name} uses {ref} but there is no task "
+                        f"{ref.name!r}"
+                    )
+                    continue
+                target = targets[0]
+                tnode = graph.nodes.get(target)
+                if tnode is None or tnode.kind != "resource":
+                    problems.append(f"task {node.name!r}: {field_name} uses {ref} but "
+                                    f"{ref.name!r} is not a resource task with outputs")
+                elif node.kind != "teardown" and target not in ancestors:
+                    problems.append(f"task {node.name!r}: {field_name} uses {ref} but "
+                                    f"{ref.name!r} is not upstream (add it to depends_on)")
+                else:
+                    declared = outputs_of(target)
+                    if declared is not None and ref.attr not in declared:
+                        problems.append(f"task {node.name!r}: {field_name} uses {ref} but "
+                                        f"module of {ref.name!r} has no output {ref.attr!r}")
+                continue
+            if ref.name in runtime or ref.name in registered or ref.name in extra:
+                continue
+            if ref.name in node.matrix or not pipeline.vars:
+                # A file without [vars] (plain wf) takes any name from `--var` at run time.
+                continue
+            problems.append(
+                f"task {node.name!r}: {field_name} uses {ref}, which no var, register or "
+                "upstream task provides"
+            )
+
+    for node in [*graph.nodes.values(), *graph.teardowns.values()]:
+        task = node.task
+        extra = set(TEARDOWN_BUILTINS) if node.kind == "teardown" else set()
+        if task.cmd:
+            check(node, "cmd", references(task.cmd), extra)
+        check(node, "variables", references_in(task.variables), extra)
+        check(node, "env", references_in(task.env), extra)
+        for dep in (*task.dependency_configs, *task.dependency_tags):
+            check(node, dep.name, references_in(dep.value), extra)
+        if task.if_:
+            try:
+                check(node, "if", [Condition.parse(task.if_).ref], extra)
+            except ValueError:
+                pass
+        if task.working_dir:
+            check(node, "working_dir", references(task.working_dir), extra)
+        if task.backend:
+            check(node, "backend", references_in(task.backend.config), set(BACKEND_BUILTINS))
+        for integration in task.integrations or []:
+            spec = pipeline.integrations.get(integration)
+            if spec:
+                plain = {k: v for k, v in spec.env.items() if isinstance(v, str)}
+                check(node, f"integration {integration!r}", references_in(plain), extra)
+    backend_refs = references_in(pipeline.backend.config)
+    for ref in backend_refs:
+        if ref.attr is None and ref.name not in runtime and ref.name not in BACKEND_BUILTINS:
+            problems.append(f"backend.config uses {ref}, which no var provides "
+                            f"(builtins: {', '.join(BACKEND_BUILTINS)})")
+    return problems
+
+
+def load_graph(path: Path | str) -> PipelineGraph:
+    """Read, parse and check a pipeline file into its task graph."""
+    return build_graph(read_pipeline(path))
+
+
+def load_pipeline(path: Path | str) -> Pipeline:
+    """Read and fully validate a pipeline file (the stable Python entry point)."""
+    return load_graph(path).pipeline
+
+
+def find_pipeline(name_or_path: str, pipelines_dir: Path | str) -> Path:
+    """`ik` accepts a pipeline name (found in the pipelines dir) or a file path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" and candidate.exists():
+        return candidate
+    directory = Path(pipelines_dir)
+    for file in sorted(directory.glob("*.toml")):
+        if file.stem == name_or_path:
+            return file
+    for file in sorted(directory.glob("*.toml")):
+        try:
+            if read_pipeline(file).name == name_or_path:
+                return file
+        except PipelineError:
+            continue
+    raise PipelineError(name_or_path, [f"no pipeline named {name_or_path!r} in {directory}/"])

@@ -1,0 +1,555 @@
+"""What one task does when it runs, independent of how Dagster scheduled it.
+
+`TaskRuntime` resolves a node's values (runtime vars, registered values, upstream outputs,
+inherited configs), moves its record through the lifecycle and runs tofu or the command.
+The Dagster layer (`assets.py`) only turns its results into events, which keeps this
+logic usable from the CLI, hooks and sensors alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .graph import BACKEND_BUILTINS, TEARDOWN_BUILTINS, Node, PipelineGraph
+from .interpolation import (
+    Condition,
+    InterpolationError,
+    Ref,
+    env_name,
+    render,
+    render_shell,
+    render_value,
+    to_text,
+)
+from .process import ProcessResult, run_streaming
+from .spec import FromEnv
+from .store import LifecycleStore, RecordView, State, Status
+from .store.lifecycle import Action
+from .tofu import BackendSettings, PlanSummary, TofuResource, module_sensitive_variables
+
+Log = Callable[[str], None]
+
+
+class TaskFailure(Exception):
+    """A task failed for a reason the user must fix; the message is the whole story."""
+
+
+@dataclass
+class Outcome:
+    """What a run of one task produced, for metadata and the caller."""
+
+    status: str  # applied | unchanged | ran | skipped | ignored_failure | destroyed
+    record: RecordView | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    sensitive_outputs: set[str] = field(default_factory=set)
+    plan: PlanSummary | None = None
+    registered: dict[str, Any] = field(default_factory=dict)
+    duration: float = 0.0
+    log_tail: str = ""
+    tofu_version: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class TaskRuntime:
+    graph: PipelineGraph
+    environment: str
+    store: LifecycleStore
+    tofu: TofuResource
+    runtime_vars: dict[str, Any] = field(default_factory=dict)
+    actor: str = "dagster"
+    run_id: str | None = None
+    log: Log = print
+    force: bool = False
+    run_is_alive: Callable[[str], bool] = lambda _run_id: False
+
+    @property
+    def pipeline(self):
+        return self.graph.pipeline
+
+    # -- values -----------------------------------------------------------------------
+
+    def pipeline_vars(self) -> dict[str, Any]:
+        values: dict[str, Any] = dict(self.pipeline.vars)
+        values.update(self.pipeline.environments.get(self.environment, {}))
+        values.update(self.runtime_vars)
+        return values
+
+    def resolver(self, node: Node, extra: dict[str, Any] | None = None):
+        """A function Ref -> value for `node`, plus the secrets it may reveal."""
+        values = self.pipeline_vars()
+        registered = self.store.registered(self.pipeline.name, self.environment)
+        secrets: set[str] = set()
+        records: dict[str, RecordView | None] = {}
+
+        def record_of(name: str) -> RecordView | None:
+            if name not in records:
+                records[name] = self.store.get(self.pipeline.name, name, self.environment)
+            return records[name]
+
+        def resolve(ref: Ref) -> Any:
+            if ref.attr is not None:
+                targets = self.graph.expand(ref.name)
+                record = record_of(targets[0]) if targets else None
+                if record is None or ref.attr not in record.outputs:
+                    state = f"{record.state}/{record.status}" if record else "never provisioned"
+                    raise InterpolationError(
+                        f"{ref}: upstream task {ref.name!r} has no output {ref.attr!r} "
+                        f"in environment {self.environment!r} ({state})")
+                value = record.outputs[ref.attr]
+                if ref.attr in record.sensitive_outputs:
+                    secrets.add(to_text(value))
+                return value
+            if extra and ref.name in extra:
+                return extra[ref.name]
+            if ref.name in node.matrix:
+                return node.matrix[ref.name]
+            if ref.name in values:
+                return values[ref.name]
+            if ref.name in registered:
+                value, sensitive = registered[ref.name]
+                if sensitive:
+                    secrets.add(to_text(value))
+                return value
+            raise InterpolationError(
+                f"{ref} cannot be resolved: no runtime var, registered value or upstream "
+                f"output named {ref.name!r} (pass it with --var {ref.name}=... or run the "
+                "task that registers it first)")
+
+        return resolve, secrets
+
+    def _render_env(self, node: Node, resolve) -> tuple[dict[str, str], set[str]]:
+        """Integration env (credentials) + task env; `from_env` values become secrets."""
+        env: dict[str, str] = {}
+        secrets: set[str] = set()
+        for name in self._integrations(node):
+            spec = self.pipeline.integrations[name]
+            for key, value in spec.env.items():
+                if isinstance(value, FromEnv):
+                    if value.from_env not in os.environ:
+                        raise TaskFailure(
+                            f"integration {name!r}: environment variable {value.from_env!r} "
+                            f"(for {key}) is not set")
+                    env[key] = os.environ[value.from_env]
+                    secrets.add(env[key])
+                else:
+                    env[key] = to_text(render(value, resolve))
+        for key, value in node.task.env.items():
+            env[key] = to_text(render(value, resolve) if isinstance(value, str) else value)
+        return env, secrets
+
+    def _integrations(self, node: Node) -> list[str]:
+        """A task's own integrations, else its nearest parents' (the reference's rule)."""
+        if node.task.integrations is not None:
+            return list(node.task.integrations)
+        found: list[str] = []
+        for parent in self.graph.resource_parents(node.name):
+            for name in self._integrations(self.graph.nodes[parent]):
+                if name not in found:
+                    found.append(name)
+        return found
+
+    def inherited(self, node: Node) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(configs, tags) flowing from ancestors; nearer ancestors win on conflicts."""
+        configs: dict[str, Any] = {}
+        tags: dict[str, Any] = {}
+        resolve, _ = self.resolver(node)
+        for ancestor in reversed(self.graph.ancestors(node.name)):
+            task = self.graph.nodes[ancestor].task
+            for item in task.dependency_configs:
+                if item.inherited_by_children:
+                    configs[item.name] = render_value(item.value, resolve)
+            for item in task.dependency_tags:
+                if item.inherited_by_children:
+                    tags[item.name] = to_text(render_value(item.value, resolve))
+        for item in node.task.dependency_tags:
+            tags[item.name] = to_text(render_value(item.value, resolve))
+        return configs, tags
+
+    def tfvars(self, node: Node, resolve) -> dict[str, Any]:
+        """Inherited configs < task variables < runtime vars naming a module variable."""
+        directory = self.graph.module_dir(node.name)
+        from .graph import module_declarations
+
+        declared = module_declarations(directory)[0] if directory else set()
+        configs, tags = self.inherited(node)
+        values = {k: v for k, v in configs.items() if not declared or k in declared}
+        values.update(render_value(dict(node.task.variables), resolve))
+        for key, value in self.runtime_vars.items():
+            if key in declared:
+                values[key] = value
+        if tags and "tags" in declared:
+            merged = dict(tags)
+            if isinstance(values.get("tags"), dict):
+                merged.update(values["tags"])
+            values["tags"] = merged
+        return values
+
+    def backend(self, node: Node, resolve) -> BackendSettings:
+        spec = node.task.backend or self.pipeline.backend
+        builtins = {"ik_pipeline": self.pipeline.name, "ik_task": node.asset_name,
+                    "ik_environment": self.environment}
+        assert set(builtins) == set(BACKEND_BUILTINS)
+
+        def resolve_backend(ref: Ref) -> Any:
+            return builtins[ref.name] if ref.name in builtins and not ref.attr else resolve(ref)
+
+        config = {k: to_text(render_value(v, resolve_backend)) for k, v in spec.config.items()}
+        if spec.type == "pg" and "schema_name" not in config:
+            # one state per resource: the pg backend keys state by schema
+            raw = f"ik_{self.pipeline.name}_{node.asset_name}_{self.environment}"
+            config["schema_name"] = "".join(c if c.isalnum() else "_" for c in raw).lower()[:63]
+        return BackendSettings(spec.type, tuple(sorted(config.items())))
+
+    # -- resource tasks ---------------------------------------------------------------
+
+    def _record(self, node: Node) -> RecordView:
+        record = self.store.create(
+            self.pipeline.name, node.name, self.environment, kind=node.kind,
+            module=node.task.module, parents=self.graph.resource_parents(node.name),
+            actor=self.actor, run_id=self.run_id)
+        if record.status == Status.IN_PROGRESS and record.last_run_id != self.run_id and not (
+            record.last_run_id and self.run_is_alive(record.last_run_id)
+        ):
+            self.log(f"{node.name}: run {record.last_run_id} died mid-operation; marking error")
+            record = self.store.transition(
+                record, Action.MARK_ERROR, actor=self.actor, run_id=self.run_id,
+                details={"crashed_run_id": record.last_run_id},
+                error=f"run {record.last_run_id} ended while this resource was in progress")
+        return record
+
+    def _check_parents(self, node: Node) -> None:
+        for parent in self.graph.resource_parents(node.name):
+            record = self.store.get(self.pipeline.name, parent, self.environment)
+            if record is None or record.state != State.PROVISIONED:
+                state = f"{record.state}/{record.status}" if record else "not created"
+                raise TaskFailure(f"parent {parent!r} must be provisioned first (it is {state})")
+
+    def _check_frozen_and_unique(self, node: Node, record: RecordView,
+                                 variables: dict[str, Any]) -> None:
+        if record.state in (State.PROVISIONED, State.DESTROY):
+            for name in node.task.frozen:
+                if name in record.variables and record.variables.get(name) != variables.get(name):
+                    shown = "(sensitive)" if name in record.sensitive_variables else (
+                        f"{record.variables.get(name)!r} -> {variables.get(name)!r}")
+                    raise TaskFailure(
+                        f"variable {name!r} is frozen and may not change once provisioned "
+                        f"({shown})")
+        for name in node.task.unique:
+            if name not in variables:
+                continue
+            for other in self.store.records():
+                if other.id == record.id or other.module != node.task.module:
+                    continue
+                if other.state == State.DESTROYED:
+                    continue
+                if other.variables.get(name) == variables[name]:
+                    raise TaskFailure(
+                        f"variable {name!r} must be unique among resources of module "
+                        f"{node.task.module!r}, but {other.pipeline}/{other.task} "
+                        f"({other.environment}) already uses {variables[name]!r}")
+
+    def fingerprint(self, node: Node, variables: dict[str, Any],
+                    backend: BackendSettings) -> str:
+        payload = json.dumps({
+            "module": self.graph.module_hash(node.name), "variables": variables,
+            "backend": [backend.type, list(backend.config)], "tofu": self.tofu.version(),
+        }, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def provision(self, node: Node, timeout: float | None = None) -> Outcome:
+        """Create / provision / update one resource (or an abstract record)."""
+        record = self._record(node)
+        if record.state == State.DESTROYED or (record.state == State.PROVISION
+                                              and record.status == Status.REJECTED):
+            record = self.store.transition(record, Action.RECREATE, actor=self.actor,
+                                           run_id=self.run_id)
+        resolve, secrets = self.resolver(node)
+        try:
+            self._check_parents(node)
+            variables = self.tfvars(node, resolve)
+            env, env_secrets = self._render_env(node, resolve)
+            backend = self.backend(node, resolve)
+            self._check_frozen_and_unique(node, record, variables)
+        except (InterpolationError, TaskFailure) as exc:
+            self.store.audit("provision_refused", actor=self.actor, pipeline=self.pipeline.name,
+                             task=node.name, environment=self.environment, run_id=self.run_id,
+                             details={"error": str(exc)})
+            raise TaskFailure(f"{node.name}: {exc}") from None
+        secrets |= env_secrets
+        sensitive_vars = set(node.task.sensitive)
+        directory = self.graph.module_dir(node.name)
+        if directory is not None:
+            sensitive_vars |= module_sensitive_variables(directory)
+        secrets |= {to_text(variables[k]) for k in sensitive_vars if k in variables}
+        fingerprint = self.fingerprint(node, variables, backend)
+
+        if node.kind == "abstract":
+            return self._record_abstract(node, record, variables, sensitive_vars, fingerprint)
+        if (record.state == State.PROVISIONED and record.status == Status.DONE
+                and record.fingerprint == fingerprint and not self.force):
+            self.log(f"{node.name}: unchanged since revision {record.revision}; not running tofu")
+            record = self.store.transition(record, Action.UNCHANGED, actor=self.actor,
+                                           run_id=self.run_id,
+                                           details={"fingerprint": fingerprint})
+            self._register(node, record.outputs, set(record.sensitive_outputs))
+            return Outcome("unchanged", record, dict(record.outputs),
+                           set(record.sensitive_outputs), tofu_version=self.tofu.version())
+
+        updating = record.state == State.PROVISIONED
+        start, ok, bad = ((Action.UPDATE_START, Action.UPDATE_SUCCESS, Action.UPDATE_FAILURE)
+                          if updating else
+                          (Action.PROVISION_START, Action.PROVISION_SUCCESS,
+                           Action.PROVISION_FAILURE))
+        record = self.store.transition(record, start, actor=self.actor, run_id=self.run_id,
+                                       details={"fingerprint": fingerprint})
+        lines: list[str] = []
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            self.log(line)
+
+        workspace = self.tofu.workspace(
+            pipeline=self.pipeline.name, environment=self.environment, task=node.asset_name,
+            module_dir=directory or Path("."), backend=backend, env=env, on_line=on_line,
+            secrets=secrets, timeout=timeout)
+        try:
+            workspace.prepare(variables)
+            workspace.init()
+            plan, plan_file = workspace.plan()
+            workspace.apply(plan_file)
+            raw_outputs = workspace.outputs()
+        except BaseException as exc:
+            message = str(exc) or type(exc).__name__
+            self.store.transition(record, bad, actor=self.actor, run_id=self.run_id,
+                                  details={"error": message[-2000:]}, error=message[-4000:])
+            raise
+        outputs = {k: v.get("value") for k, v in raw_outputs.items()}
+        sensitive_outputs = {k for k, v in raw_outputs.items() if v.get("sensitive")}
+        record = self.store.transition(
+            record, ok, actor=self.actor, run_id=self.run_id, bump_revision=updating,
+            details={"plan": plan.as_dict()}, variables=variables, outputs=outputs,
+            sensitive_variables=sorted(sensitive_vars & set(variables)),
+            sensitive_outputs=sorted(sensitive_outputs), fingerprint=fingerprint, error=None)
+        self._register(node, outputs, sensitive_outputs)
+        return Outcome("applied", record, outputs, sensitive_outputs, plan,
+                       log_tail="\n".join(lines[-20:]), tofu_version=self.tofu.version())
+
+    def plan(self, node: Node) -> PlanSummary:
+        """A dry run: `tofu plan` with today's values; no record changes."""
+        resolve, secrets = self.resolver(node)
+        variables = self.tfvars(node, resolve)
+        env, env_secrets = self._render_env(node, resolve)
+        directory = self.graph.module_dir(node.name)
+        sensitive = set(node.task.sensitive) | (
+            module_sensitive_variables(directory) if directory else set())
+        secrets |= env_secrets | {to_text(variables[k]) for k in sensitive if k in variables}
+        workspace = self.tofu.workspace(
+            pipeline=self.pipeline.name, environment=self.environment, task=node.asset_name,
+            module_dir=directory or Path("."), backend=self.backend(node, resolve), env=env,
+            on_line=self.log, secrets=secrets, timeout=node.task.timeout)
+        workspace.prepare(variables)
+        workspace.init()
+        summary, _ = workspace.plan()
+        return summary
+
+    def _record_abstract(self, node: Node, record: RecordView, variables: dict[str, Any],
+                         sensitive: set[str], fingerprint: str) -> Outcome:
+        if record.state == State.PROVISIONED and record.fingerprint == fingerprint:
+            return Outcome("unchanged", record)
+        updating = record.state == State.PROVISIONED
+        start, ok = ((Action.UPDATE_START, Action.UPDATE_SUCCESS) if updating
+                     else (Action.PROVISION_START, Action.PROVISION_SUCCESS))
+        record = self.store.transition(record, start, actor=self.actor, run_id=self.run_id)
+        record = self.store.transition(
+            record, ok, actor=self.actor, run_id=self.run_id, bump_revision=updating,
+            details={"abstract": True}, variables=variables,
+            sensitive_variables=sorted(sensitive & set(variables)), fingerprint=fingerprint)
+        return Outcome("applied", record)
+
+    def _register(self, node: Node, outputs: dict[str, Any], sensitive: set[str]) -> None:
+        wanted = {name: outputs[name] for name in node.registers if name in outputs}
+        missing = [name for name in node.registers if name not in outputs]
+        if missing:
+            raise TaskFailure(f"{node.name}: register names outputs the module does not "
+                              f"produce: {', '.join(missing)}")
+        if wanted:
+            self.store.register(self.pipeline.name, self.environment, wanted, task=node.name,
+                                sensitive=sensitive, run_id=self.run_id)
+
+    # -- command tasks ----------------------------------------------------------------
+
+    def run_command(self, node: Node, timeout: float | None = None,
+                    extra: dict[str, Any] | None = None) -> Outcome:
+        """Run a `cmd` task with `/bin/sh -c`, values quoted for their shell context."""
+        resolve, secrets = self.resolver(node, extra)
+        try:
+            if node.task.if_:
+                condition = Condition.parse(node.task.if_)
+                if not condition.evaluate(resolve):
+                    reason = f"condition {node.task.if_!r} is false"
+                    self.log(f"{node.name}: skipped, {reason}")
+                    return Outcome("skipped", reason=reason)
+            assert node.task.cmd is not None
+            script = render_shell(node.task.cmd, resolve)
+            env, env_secrets = self._render_env(node, resolve)
+            exported = self._exported_values(node, resolve, extra)
+            cwd = self._working_dir(node, resolve)
+        except (InterpolationError, TaskFailure) as exc:
+            raise TaskFailure(f"{node.name}: {exc}") from None
+        secrets |= env_secrets
+        base = ({"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                 "HOME": os.environ.get("HOME", "/")}
+                if node.task.clean_env else dict(os.environ))
+        full_env = {**base, **exported, **env}
+        lines: list[str] = []
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            self.log(line)
+
+        result: ProcessResult = run_streaming(
+            ["/bin/sh", "-c", script], cwd=cwd, env=full_env, on_line=on_line,
+            secrets=secrets, timeout=timeout, grace=self.tofu.timeout_grace_seconds)
+        if result.returncode != 0:
+            message = (f"{node.name}: command exited with code {result.returncode}\n"
+                       f"{result.tail(10)}")
+            if node.task.ignore_failure:
+                self.log(f"{node.name}: failure ignored (ignore_failure = true)")
+                return Outcome("ignored_failure", duration=result.duration,
+                               log_tail=result.tail(20), reason=message)
+            raise TaskFailure(message)
+        registered: dict[str, Any] = {}
+        if node.registers:
+            last = next((line for line in reversed(result.lines) if line.strip()), "")
+            registered = {node.registers[0]: last.strip()}
+            self.store.register(self.pipeline.name, self.environment, registered,
+                                task=node.name, sensitive=set(), run_id=self.run_id)
+        return Outcome("ran", registered=registered, duration=result.duration,
+                       log_tail=result.tail(20))
+
+    def _exported_values(self, node: Node, resolve, extra: dict[str, Any] | None
+                         ) -> dict[str, str]:
+        """`IK_<NAME>` for every value the command could reference."""
+        names = set(self.pipeline_vars()) | set(node.matrix) | set(extra or {})
+        names |= set(self.store.registered(self.pipeline.name, self.environment))
+        exported: dict[str, str] = {}
+        for name in names:
+            try:
+                exported[env_name(name)] = to_text(resolve(Ref(name)))
+            except InterpolationError:
+                continue
+        return exported
+
+    def _working_dir(self, node: Node, resolve) -> Path:
+        if not node.task.working_dir:
+            return self.pipeline.source_dir
+        directory = Path(to_text(render(node.task.working_dir, resolve))).expanduser()
+        directory = directory if directory.is_absolute() else self.pipeline.source_dir / directory
+        if not directory.is_dir():
+            raise TaskFailure(f"working_dir {str(directory)!r} does not exist")
+        return directory
+
+    # -- destroy and teardown ---------------------------------------------------------
+
+    def blocking_children(self, name: str) -> list[RecordView]:
+        result = []
+        for child in self.graph.resource_children(name):
+            record = self.store.get(self.pipeline.name, child, self.environment)
+            if record is not None and record.state != State.DESTROYED:
+                result.append(record)
+        return result
+
+    def destroy(self, name: str, timeout: float | None = None, reason: str = "destroy"
+                ) -> Outcome:
+        """`tofu destroy` one resource; a no-op for what is not provisioned."""
+        node = self.graph.nodes[name]
+        record = self.store.get(self.pipeline.name, name, self.environment)
+        if record is None or record.state == State.DESTROYED:
+            self.log(f"{name}: nothing to destroy ({record.state if record else 'no record'})")
+            return Outcome("skipped", record, reason="not provisioned")
+        if node.kind == "abstract" or record.kind == "abstract":
+            if record.state == State.PROVISIONED:
+                record = self.store.transition(record, Action.DESTROY_REQUEST, actor=self.actor,
+                                               run_id=self.run_id)
+            record = self.store.transition(record, Action.DESTROY_START, actor=self.actor,
+                                           run_id=self.run_id)
+            record = self.store.transition(record, Action.DESTROY_SUCCESS, actor=self.actor,
+                                           run_id=self.run_id, outputs={})
+            return Outcome("destroyed", record)
+        partial = record.state == State.PROVISION
+        resolve, secrets = self.resolver(node)
+        env, env_secrets = self._render_env(node, resolve)
+        backend = self.backend(node, resolve)
+        lines: list[str] = []
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            self.log(line)
+
+        workspace = self.tofu.workspace(
+            pipeline=self.pipeline.name, environment=self.environment, task=node.asset_name,
+            module_dir=self.graph.module_dir(name) or Path("."), backend=backend, env=env,
+            on_line=on_line, secrets=secrets | env_secrets | set(record.secrets),
+            timeout=timeout)
+        if partial:
+            # A failed first apply may have left resources behind: clean them, keep the
+            # record in `provision` (the state table allows no other move from there).
+            if workspace.path.is_dir():
+                workspace.prepare(record.variables or self.tfvars(node, resolve))
+                workspace.init()
+                workspace.destroy()
+            self.store.audit(reason, actor=self.actor, pipeline=self.pipeline.name, task=name,
+                             environment=self.environment, run_id=self.run_id,
+                             details={"cleaned_partial_state": True})
+            return Outcome("destroyed", record, reason="partial state cleaned")
+        if record.state == State.PROVISIONED:
+            record = self.store.transition(record, Action.DESTROY_REQUEST, actor=self.actor,
+                                           run_id=self.run_id, details={"reason": reason})
+        record = self.store.transition(record, Action.DESTROY_START, actor=self.actor,
+                                       run_id=self.run_id)
+        try:
+            workspace.prepare(record.variables)
+            workspace.init()
+            workspace.destroy()
+        except BaseException as exc:
+            self.store.transition(record, Action.DESTROY_FAILURE, actor=self.actor,
+                                  run_id=self.run_id, details={"error": str(exc)[-2000:]},
+                                  error=str(exc)[-4000:])
+            raise
+        record = self.store.transition(record, Action.DESTROY_SUCCESS, actor=self.actor,
+                                       run_id=self.run_id, details={"reason": reason},
+                                       outputs={}, sensitive_outputs=[], error=None)
+        return Outcome("destroyed", record, log_tail="\n".join(lines[-20:]))
+
+    def run_teardown(self, teardown: str, failed_task: str, error_message: str) -> list[str]:
+        """Run a forensic task: destroy its targets (children first) or run its command."""
+        node = self.graph.teardowns.get(teardown) or self.graph.nodes[teardown]
+        self.store.audit("teardown", actor=self.actor, pipeline=self.pipeline.name,
+                         environment=self.environment, run_id=self.run_id,
+                         details={"teardown": teardown, "failed_task": failed_task})
+        if node.task.destroy is not None:
+            provisioned = {r.task for r in self.store.records(self.pipeline.name)
+                           if r.environment == self.environment
+                           and r.state != State.DESTROYED}
+            targets = self.graph.destroy_targets(teardown, provisioned)
+            self.log(f"teardown {teardown}: destroying {', '.join(targets) or 'nothing'}")
+            for target in targets:
+                self.destroy(target, timeout=node.task.timeout, reason=f"teardown:{teardown}")
+            return targets
+        builtins = {"failed_task": failed_task, "error_message": error_message,
+                    "failed_dag": self.pipeline.name}
+        assert set(builtins) == set(TEARDOWN_BUILTINS)
+        self.run_command(node, timeout=node.task.timeout, extra=builtins)
+        return []
+
+
+def quote_argv(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)

