@@ -63,14 +63,20 @@ class PipelineDefinitions:
 
 
 def choose_executor(graph: PipelineGraph, preference: str = "auto") -> ExecutorDefinition:
-    """In-process for chains (a step costs ~0.25 s instead of ~1 s), forkserver
-    multiprocess where tasks can run side by side; see bench/ for the numbers."""
+    """In-process for chains (a step costs ~0.2 s instead of ~1 s), forkserver
+    multiprocess where tasks can run side by side; see bench/ for the numbers.
+
+    `preference`: auto | in_process | forkserver | spawn.
+    """
+    if preference not in ("auto", "in_process", "forkserver", "spawn"):
+        raise ValueError(f"unknown executor {preference!r} (auto, in_process, forkserver, spawn)")
     if preference == "in_process" or (preference == "auto" and graph.width <= 1):
         return in_process_executor
+    start_method = "spawn" if preference == "spawn" else "forkserver"
     concurrency = max(1, min(graph.width, int(os.environ.get("INFRAKITCHEN_MAX_PARALLEL", 8))))
     return multiprocess_executor.configured(
-        {"max_concurrent": concurrency, "start_method": {"forkserver": {}}},
-        name="infrakitchen_multiprocess",
+        {"max_concurrent": concurrency, "start_method": {start_method: {}}},
+        name=f"infrakitchen_{start_method}",
     )
 
 
@@ -94,7 +100,7 @@ def make_runtime(graph: PipelineGraph, context: Any, tofu: TofuResource,
         graph=graph, environment=environment, store=infrakitchen.store(), tofu=tofu,
         runtime_vars=dict(infrakitchen.vars), actor=infrakitchen.principal(
             run.tags if run else None),
-        run_id=context.run_id, log=log.info, force=infrakitchen.force,
+        run_id=context.run_id, log=log.debug, progress=log.info, force=infrakitchen.force,
         run_is_alive=run_is_alive,
     )
 

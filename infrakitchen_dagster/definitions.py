@@ -7,6 +7,7 @@ the definitions' metadata) and skipped.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -48,15 +49,20 @@ def build_definitions(
     tofu: TofuResource | None = None,
     infrakitchen: InfraKitchenResource | None = None,
     translator: InfraKitchenTranslator | None = None,
-    executor: str = "auto",
+    executor: str | None = None,
 ) -> Definitions:
-    """Definitions for every `*.toml` in `pipelines_dir` (default: INFRAKITCHEN_PIPELINES)."""
+    """Definitions for every `*.toml` in `pipelines_dir` (default: INFRAKITCHEN_PIPELINES).
+
+    `executor` (default: INFRAKITCHEN_EXECUTOR, else auto): auto | in_process | forkserver |
+    spawn; auto runs chains in-process and parallel graphs with forkserver.
+    """
     directory = Path(pipelines_dir) if pipelines_dir else settings.pipelines_dir()
     graphs, broken = load_graphs(directory)
     for error in broken:
         message = f"skipping broken pipeline: {error}"
         logger.error(message)
         warnings.warn(message, stacklevel=2)
+    executor = executor or os.environ.get("INFRAKITCHEN_EXECUTOR", "auto")
     built: list[PipelineDefinitions] = [
         build_pipeline(g, translator, executor) for g in graphs.values()
     ]

@@ -66,7 +66,8 @@ class TaskRuntime:
     runtime_vars: dict[str, Any] = field(default_factory=dict)
     actor: str = "dagster"
     run_id: str | None = None
-    log: Log = print
+    log: Log = print  # tool output lines
+    progress: Log = print  # what the task is doing, one line per step
     force: bool = False
     run_is_alive: Callable[[str], bool] = lambda _run_id: False
 
@@ -218,7 +219,7 @@ class TaskRuntime:
         if record.status == Status.IN_PROGRESS and record.last_run_id != self.run_id and not (
             record.last_run_id and self.run_is_alive(record.last_run_id)
         ):
-            self.log(f"{node.name}: run {record.last_run_id} died mid-operation; marking error")
+            self.progress(f"{node.name}: run {record.last_run_id} died mid-operation; marking error")
             record = self.store.transition(
                 record, Action.MARK_ERROR, actor=self.actor, run_id=self.run_id,
                 details={"crashed_run_id": record.last_run_id},
@@ -295,7 +296,7 @@ class TaskRuntime:
             return self._record_abstract(node, record, variables, sensitive_vars, fingerprint)
         if (record.state == State.PROVISIONED and record.status == Status.DONE
                 and record.fingerprint == fingerprint and not self.force):
-            self.log(f"{node.name}: unchanged since revision {record.revision}; not running tofu")
+            self.progress(f"{node.name}: unchanged since revision {record.revision}; not running tofu")
             record = self.store.transition(record, Action.UNCHANGED, actor=self.actor,
                                            run_id=self.run_id,
                                            details={"fingerprint": fingerprint})
@@ -395,7 +396,7 @@ class TaskRuntime:
                 condition = Condition.parse(node.task.if_)
                 if not condition.evaluate(resolve):
                     reason = f"condition {node.task.if_!r} is false"
-                    self.log(f"{node.name}: skipped, {reason}")
+                    self.progress(f"{node.name}: skipped, {reason}")
                     return Outcome("skipped", reason=reason)
             assert node.task.cmd is not None
             script = render_shell(node.task.cmd, resolve)
@@ -422,7 +423,7 @@ class TaskRuntime:
             message = (f"{node.name}: command exited with code {result.returncode}\n"
                        f"{result.tail(10)}")
             if node.task.ignore_failure:
-                self.log(f"{node.name}: failure ignored (ignore_failure = true)")
+                self.progress(f"{node.name}: failure ignored (ignore_failure = true)")
                 return Outcome("ignored_failure", duration=result.duration,
                                log_tail=result.tail(20), reason=message)
             raise TaskFailure(message)
@@ -473,7 +474,7 @@ class TaskRuntime:
         node = self.graph.nodes[name]
         record = self.store.get(self.pipeline.name, name, self.environment)
         if record is None or record.state == State.DESTROYED:
-            self.log(f"{name}: nothing to destroy ({record.state if record else 'no record'})")
+            self.progress(f"{name}: nothing to destroy ({record.state if record else 'no record'})")
             return Outcome("skipped", record, reason="not provisioned")
         if node.kind == "abstract" or record.kind == "abstract":
             if record.state == State.PROVISIONED:
@@ -540,7 +541,7 @@ class TaskRuntime:
                            if r.environment == self.environment
                            and r.state != State.DESTROYED}
             targets = self.graph.destroy_targets(teardown, provisioned)
-            self.log(f"teardown {teardown}: destroying {', '.join(targets) or 'nothing'}")
+            self.progress(f"teardown {teardown}: destroying {', '.join(targets) or 'nothing'}")
             for target in targets:
                 self.destroy(target, timeout=node.task.timeout, reason=f"teardown:{teardown}")
             return targets

@@ -1,0 +1,124 @@
+"""Orchestration overhead of infrakitchen-dagster against plain terraform, as a table.
+
+    . .infrakitchen/env.sh && python bench/bench.py
+
+Uses the offline toolchain from scripts/setup.sh and a throwaway home per measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP = ROOT / "tests" / "fixtures" / "modules" / "step"
+BIN = Path(sys.executable).parent
+
+
+def chain_pipeline(n: int) -> str:
+    lines = ['name = "chain"']
+    for i in range(n):
+        dep = f'depends_on = ["r{i - 1}"]\n' if i else ""
+        lines.append(f'[tasks.r{i}]\nmodule = "{STEP}"\n{dep}variables = {{ name = "r{i}" }}')
+    return "\n".join(lines)
+
+
+def fanout_pipeline(n: int) -> str:
+    lines = ['name = "fanout"']
+    for i in range(n):
+        lines.append(f'[tasks.r{i}]\nmodule = "{STEP}"\nvariables = {{ name = "r{i}" }}')
+    return "\n".join(lines)
+
+
+def noop_chain(n: int) -> str:
+    lines = ['name = "noop"']
+    for i in range(n):
+        dep = f'depends_on = ["t{i - 1}"]\n' if i else ""
+        lines.append(f'[tasks.t{i}]\ncmd = "true"\n{dep}')
+    return "\n".join(lines)
+
+
+def fresh_env(base: Path, pipeline: str, name: str, executor: str = "auto") -> dict[str, str]:
+    pipelines = base / "pipelines"
+    pipelines.mkdir(parents=True)
+    (pipelines / f"{name}.toml").write_text(pipeline)
+    dagster_home = base / "dagster"
+    dagster_home.mkdir()
+    shutil.copy2(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = dict(os.environ, INFRAKITCHEN_HOME=str(base / "home"), DAGSTER_HOME=str(dagster_home),
+               INFRAKITCHEN_PIPELINES=str(pipelines), INFRAKITCHEN_EXECUTOR=executor,
+               PYTHONWARNINGS="ignore")
+    (base / "home").mkdir()
+    shared_cache = ROOT / ".infrakitchen" / "plugin-cache"
+    (base / "home" / "plugin-cache").symlink_to(shared_cache)
+    return env
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> float:
+    started = time.monotonic()
+    result = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{argv} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return time.monotonic() - started
+
+
+def ik_run(env: dict[str, str], name: str) -> float:
+    return timed([str(BIN / "ik"), "run", name], env)
+
+
+def shell_script(base: Path, names: list[str]) -> float:
+    """The same modules applied by a plain sequential shell script (init + apply each)."""
+    terraform = os.environ["INFRAKITCHEN_TOFU"]
+    script = ["set -e"]
+    for name in names:
+        work = base / "sh" / name
+        shutil.copytree(STEP, work)
+        (work / "terraform.tfvars.json").write_text(f'{{"name": "{name}"}}')
+        script.append(f"cd {work} && {terraform} init -input=false -no-color >/dev/null && "
+                      f"{terraform} apply -input=false -no-color -auto-approve >/dev/null")
+    env = dict(os.environ, TF_PLUGIN_CACHE_DIR=str(ROOT / ".infrakitchen" / "plugin-cache"))
+    return timed(["bash", "-c", "\n".join(script)], env)
+
+
+def main() -> None:
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        names = [f"r{i}" for i in range(10)]
+        env = fresh_env(base / "chain", chain_pipeline(10), "chain")
+        first = ik_run(env, "chain")
+        again = ik_run(env, "chain")
+        script = shell_script(base / "chain-sh", names)
+        rows.append(("10-resource chain: ik run (Dagster) vs shell script",
+                     f"{first:.1f}s vs {script:.1f}s", f"{first / script:.2f}x"))
+        rows.append(("unchanged re-run vs first run", f"{again:.1f}s vs {first:.1f}s",
+                     f"{again / first:.2f}x (target <= 0.15)"))
+        env = fresh_env(base / "fan", fanout_pipeline(8), "fanout")
+        fan = ik_run(env, "fanout")
+        script8 = shell_script(base / "fan-sh", [f"r{i}" for i in range(8)])
+        rows.append(("8-wide fan-out: ik run (forkserver) vs sequential script",
+                     f"{fan:.1f}s vs {script8:.1f}s", f"{fan / script8:.2f}x (target < 1)"))
+        baseline = None
+        for executor in ("in_process", "forkserver", "spawn"):
+            env = fresh_env(base / f"noop-{executor}", noop_chain(10), "noop", executor)
+            wall = ik_run(env, "noop")
+            if executor == "in_process":
+                env1 = fresh_env(base / "noop-1", noop_chain(1), "noop", executor)
+                baseline = ik_run(env1, "noop")
+            per_step = (wall - (baseline or 0)) / 9
+            rows.append((f"10 no-op steps, executor {executor}", f"{wall:.1f}s",
+                         f"~{per_step:.2f}s per step"))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measurement'.ljust(width)}  {'wall time':24}  result")
+    print("-" * (width + 50))
+    for name, value, ratio in rows:
+        print(f"{name.ljust(width)}  {value:24}  {ratio}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Launching a pipeline's jobs from the command line on the current Dagster instance.
+
+Runs go through `execute_job` with a reconstructable job, so they use the job's own
+executor (parallel where the graph allows) and land in the instance like a UI launch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    ReexecutionOptions,
+    build_reconstructable_job,
+    execute_job,
+)
+
+from . import settings
+from .failures import judge_failed_run, mark_crashed_resources
+from .graph import PipelineGraph
+from .runtime import TaskRuntime
+from .store import LifecycleStore
+from .tofu import TofuResource
+
+
+@dataclass
+class LaunchResult:
+    success: bool
+    run_id: str
+
+
+def instance() -> DagsterInstance:
+    if not os.environ.get("DAGSTER_HOME"):
+        home = settings.home() / "dagster"
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(home)
+        print(f"DAGSTER_HOME is not set; using {home}", file=sys.stderr)
+    return DagsterInstance.get()
+
+
+def _job(job_name: str):
+    return build_reconstructable_job(
+        "infrakitchen_dagster.definitions", "load_job_for_run",
+        reconstructable_kwargs={"pipelines_dir": str(settings.pipelines_dir().resolve()),
+                                "job_name": job_name})
+
+
+def _run_config(runtime_vars: dict[str, str], force: bool, verbose: bool,
+                ops: dict[str, Any] | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "resources": {"infrakitchen": {"config": {"vars": runtime_vars, "force": force}}},
+        "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}},
+    }
+    if ops:
+        config["ops"] = ops
+    return config
+
+
+def run_pipeline_job(graph: PipelineGraph, suffix: str, *, environment: str,
+                     runtime_vars: dict[str, str], select: list[str], actor: str,
+                     force: bool = False, print_output: bool = False,
+                     from_failure: str | None = None) -> LaunchResult:
+    prefix = graph.pipeline.job_prefix
+    inst = instance()
+    run_config = _run_config(runtime_vars, force, print_output)
+    tags = {"infrakitchen/user": actor}
+    if graph.pipeline.environments:
+        tags["dagster/partition"] = environment
+    nodes = [n for item in select for n in graph.expand(item)]
+    kwargs: dict[str, Any] = {}
+    if nodes and suffix == "provision" and not from_failure:
+        kwargs["asset_selection"] = [AssetKey([graph.pipeline.name, graph.nodes[n].asset_name])
+                                     for n in nodes]
+    elif from_failure:
+        parent = inst.get_run_by_id(from_failure)
+        if parent is None or parent.job_name != f"{prefix}__{suffix}":
+            raise ValueError(f"run {from_failure} is not a run of {prefix}__{suffix}")
+        kwargs = {"reexecution_options": ReexecutionOptions.from_failure(from_failure, inst)}
+        run_config = parent.run_config
+        tags.update({k: v for k, v in parent.tags.items() if k == "dagster/partition"})
+    elif nodes:
+        kwargs["op_selection"] = [f"{prefix}__{suffix}__{graph.nodes[n].op_name}" for n in nodes
+                                  if graph.nodes[n].kind == "resource"]
+    with execute_job(_job(f"{prefix}__{suffix}"), instance=inst,
+                     run_config=run_config, tags=tags, **kwargs) as result:
+        run = inst.get_run_by_id(result.run_id)
+        success = result.success
+    if not success and suffix == "provision" and run is not None:
+        _handle_failure(graph, inst, run, environment, runtime_vars, actor)
+    _print_summary(graph, environment, result.run_id, success)
+    return LaunchResult(success, result.run_id)
+
+
+def _handle_failure(graph: PipelineGraph, inst: DagsterInstance, run, environment: str,
+                    runtime_vars: dict[str, str], actor: str) -> None:
+    """SPEC 3.4: `ik run` runs the global teardown itself as soon as its run failed."""
+    store = LifecycleStore()
+    mark_crashed_resources(store, run, graph.pipeline.name, actor)
+    teardown = graph.pipeline.on_failure
+    if not teardown:
+        return
+    verdict = judge_failed_run(inst, run, graph)
+    if not verdict.fire:
+        print(f"global teardown not needed: {verdict.reason}", file=sys.stderr)
+        return
+    if not store.claim_teardown(run.run_id, graph.pipeline.name, "ik run"):
+        return
+    prefix = graph.pipeline.job_prefix
+    print(f"run failed ({verdict.reason}: {verdict.failed_task or '-'}); running global "
+          f"teardown {teardown!r}", file=sys.stderr)
+    ops = {f"{prefix}__global_teardown": {"config": {
+        "environment": environment, "failed_run_id": run.run_id,
+        "failed_task": verdict.failed_task, "error_message": verdict.error_message[-2000:]}}}
+    with execute_job(_job(f"{prefix}__teardown"), instance=inst,
+                     run_config=_run_config(runtime_vars, False, False, ops),
+                     tags={"infrakitchen/failed_run": run.run_id,
+                           "infrakitchen/user": actor}) as result:
+        if not result.success:
+            print(f"global teardown run {result.run_id} failed", file=sys.stderr)
+
+
+def _print_summary(graph: PipelineGraph, environment: str, run_id: str, success: bool) -> None:
+    store = LifecycleStore()
+    print(f"run {run_id}: {'success' if success else 'FAILED'}")
+    for name in graph.order:
+        if graph.nodes[name].kind not in ("resource", "abstract"):
+            continue
+        record = store.get(graph.pipeline.name, name, environment)
+        if record is None:
+            print(f"  {name:32} (not created)")
+            continue
+        print(f"  {name:32} {record.state}/{record.status}  rev {record.revision}")
+
+
+def dependency_payload(blocking) -> dict[str, Any]:
+    return {"error": "Cannot destroy resource", "reason": "Dependencies exist",
+            "dependencies": [{"resource_id": r.id, "resource_name": r.task, "state": r.state}
+                             for r in blocking]}
+
+
+def destroy_resources(graph: PipelineGraph, environment: str, task: str | None, *,
+                      actor: str) -> dict[str, Any] | None:
+    """Destroy one task's resource (refused while children exist) or all, children first.
+
+    Returns the dependency error payload when refused, None when done.
+    """
+    from .cli import CliError
+
+    if task is not None:
+        runtime = TaskRuntime(graph=graph, environment=environment, store=LifecycleStore(),
+                              tofu=TofuResource(), actor=actor)
+        blocking = [b for n in graph.expand(task) for b in runtime.blocking_children(n)]
+        if blocking:
+            store = runtime.store
+            store.audit("destroy_refused", actor=actor, pipeline=graph.pipeline.name,
+                        task=task, environment=environment,
+                        details=dependency_payload(blocking))
+            return dependency_payload(blocking)
+    inst = instance()
+    prefix = graph.pipeline.job_prefix
+    tags = {"infrakitchen/user": actor}
+    if graph.pipeline.environments:
+        tags["dagster/partition"] = environment
+    kwargs: dict[str, Any] = {}
+    if task is not None:
+        kwargs["op_selection"] = [f"{prefix}__destroy__{graph.nodes[n].op_name}"
+                                  for n in graph.expand(task)]
+    with execute_job(_job(f"{prefix}__destroy"), instance=inst,
+                     run_config=_run_config({}, False, False), tags=tags, **kwargs) as result:
+        if not result.success:
+            raise CliError(f"destroy run {result.run_id} failed; see `ik audit` and the run's "
+                           "logs")
+    store = LifecycleStore()
+    for name in graph.order:
+        record = store.get(graph.pipeline.name, name, environment)
+        if record is not None and (task is None or name in graph.expand(task)):
+            print(f"  {name:32} {record.state}/{record.status}")
+    return None
