@@ -89,7 +89,7 @@ def environment_of(context: Any) -> str:
 def make_runtime(graph: PipelineGraph, context: Any, tofu: TofuResource,
                  infrakitchen: InfraKitchenResource, environment: str) -> TaskRuntime:
     instance = context.instance
-    run = getattr(context, "dagster_run", None) or getattr(context, "run", None)
+    run = getattr(context, "dagster_run", None) or instance.get_run_by_id(context.run_id)
 
     def run_is_alive(run_id: str) -> bool:
         other = instance.get_run_by_id(run_id)
@@ -179,7 +179,8 @@ def teardown_hook(graph: PipelineGraph, node: Node) -> HookDefinition:
     @failure_hook(name=f"{graph.pipeline.job_prefix}__{node.op_name}__on_failure",
                   required_resource_keys={"tofu", "infrakitchen"})
     def _hook(context: HookContext) -> None:
-        environment = context.run.tags.get("dagster/partition", "default")
+        run = context.instance.get_run_by_id(context.run_id)
+        environment = run.tags.get("dagster/partition", "default") if run else "default"
         runtime = make_runtime(graph, context, context.resources.tofu,
                                context.resources.infrakitchen, environment)
         error = str(context.op_exception or "failed")

@@ -6,6 +6,7 @@ Everything that can be known without running anything is checked here, so that
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import re
@@ -580,10 +581,8 @@ def _reference_problems(graph: PipelineGraph, registered: dict[str, str]) -> lis
         for dep in (*task.dependency_configs, *task.dependency_tags):
             check(node, dep.name, references_in(dep.value), extra)
         if task.if_:
-            try:
+            with contextlib.suppress(ValueError):
                 check(node, "if", [Condition.parse(task.if_).ref], extra)
-            except ValueError:
-                pass
         if task.working_dir:
             check(node, "working_dir", references(task.working_dir), extra)
         if task.backend:

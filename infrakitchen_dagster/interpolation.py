@@ -219,7 +219,8 @@ class Condition:
         match = _CONDITION.match(expression)
         if not match:
             raise ValueError(
-                f"bad if expression {expression!r} (expected: <var> == \"value\" or <var> != \"value\")"
+                f"bad if expression {expression!r} "
+                '(expected: <var> == "value" or <var> != "value")'
             )
         literal = match.group("lit")
         if literal[0] in "\"'":

@@ -9,6 +9,7 @@ because Dagster's log handlers are not meant to be fed from arbitrary threads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -77,24 +78,18 @@ def _children_of(pid: int) -> list[int]:
 def stop_process_tree(proc: subprocess.Popen, grace: float) -> None:
     """SIGINT the group, wait up to `grace`, then SIGKILL the group and any escapee."""
     descendants = _children_of(proc.pid)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGINT)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if proc.poll() is not None and not any(_alive(p) for p in descendants):
             break
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     for pid in [*descendants, *_children_of(proc.pid)]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait()
 
 

@@ -219,7 +219,8 @@ class TaskRuntime:
         if record.status == Status.IN_PROGRESS and record.last_run_id != self.run_id and not (
             record.last_run_id and self.run_is_alive(record.last_run_id)
         ):
-            self.progress(f"{node.name}: run {record.last_run_id} died mid-operation; marking error")
+            self.progress(
+                f"{node.name}: run {record.last_run_id} died mid-operation; marking error")
             record = self.store.transition(
                 record, Action.MARK_ERROR, actor=self.actor, run_id=self.run_id,
                 details={"crashed_run_id": record.last_run_id},
@@ -296,7 +297,8 @@ class TaskRuntime:
             return self._record_abstract(node, record, variables, sensitive_vars, fingerprint)
         if (record.state == State.PROVISIONED and record.status == Status.DONE
                 and record.fingerprint == fingerprint and not self.force):
-            self.progress(f"{node.name}: unchanged since revision {record.revision}; not running tofu")
+            self.progress(
+                f"{node.name}: unchanged since revision {record.revision}; not running tofu")
             record = self.store.transition(record, Action.UNCHANGED, actor=self.actor,
                                            run_id=self.run_id,
                                            details={"fingerprint": fingerprint})
@@ -507,9 +509,10 @@ class TaskRuntime:
                 workspace.prepare(record.variables or self.tfvars(node, resolve))
                 workspace.init()
                 workspace.destroy()
-            self.store.audit(reason, actor=self.actor, pipeline=self.pipeline.name, task=name,
+            self.store.audit("destroy_partial_state", actor=self.actor,
+                             pipeline=self.pipeline.name, task=name,
                              environment=self.environment, run_id=self.run_id,
-                             details={"cleaned_partial_state": True})
+                             details={"reason": reason})
             return Outcome("destroyed", record, reason="partial state cleaned")
         if record.state == State.PROVISIONED:
             record = self.store.transition(record, Action.DESTROY_REQUEST, actor=self.actor,

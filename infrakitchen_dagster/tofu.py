@@ -111,7 +111,8 @@ class TofuResource(ConfigurableResource):
     """
 
     binary: str | None = Field(
-        default=None, description="CLI to run; default: INFRAKITCHEN_TOFU, else tofu, else terraform")
+        default=None,
+        description="CLI to run; default: INFRAKITCHEN_TOFU, else tofu, else terraform")
     working_root: str | None = Field(
         default=None, description="Root of per-resource working dirs; default: <home>/work")
     plugin_cache_dir: str | None = Field(
@@ -192,7 +193,10 @@ class TofuWorkspace:
 
     def run(self, *args: str, check: bool = True) -> ProcessResult:
         argv = [self.resource.resolved_binary(), *args]
-        self.on_line(f"$ {' '.join(a if not a.startswith('-backend-config') else a.split('=')[0] + '=…' for a in argv[:1] + list(args))}")
+        # backend-config values may hold credentials: show only their keys
+        shown = [a.split("=", 2)[0] + "=" + a.split("=", 2)[1] + "=…"
+                 if a.startswith("-backend-config=") else a for a in args]
+        self.on_line("$ " + " ".join([os.path.basename(argv[0]), *shown]))
         result = run_streaming(
             argv, cwd=self.path, env=self.env, on_line=self.on_line, secrets=self.secrets,
             timeout=self.timeout, grace=self.resource.timeout_grace_seconds,

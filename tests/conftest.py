@@ -166,7 +166,7 @@ def _pg_admin():
 def postgres_available() -> None:
     try:
         _pg_admin().close()
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "not here"
+    except Exception as exc:
         pytest.skip(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT} ({exc}); "
                     "start it (see .ci/run) to run the PostgreSQL tests")
 

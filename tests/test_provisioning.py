@@ -11,8 +11,8 @@ import pytest
 import yaml
 from dagster import (
     AssetKey,
-    DagsterInstance,
     DagsterEventType,
+    DagsterInstance,
     build_reconstructable_job,
     execute_job,
 )
@@ -316,7 +316,9 @@ variables = {{ name = "app", value = "{{{{.net.id}}}}" }}
     net, app = env.inspect("pgstack", "net"), env.inspect("pgstack", "app")
     assert net["state"] == app["state"] == "provisioned"
     assert app["outputs"]["value"] == net["outputs"]["id"]
-    assert not list((env.home / "work" / "pgstack").rglob("terraform.tfstate"))
+    local_states = [p for p in (env.home / "work" / "pgstack").rglob("terraform.tfstate")
+                    if ".terraform" not in p.parts]
+    assert local_states == [], "state was written locally instead of to the pg backend"
     with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=db) as conn, \
             conn.cursor() as cur:
         cur.execute("SELECT state, status FROM ik_resources WHERE pipeline = 'pgstack'")

@@ -286,7 +286,8 @@ class LifecycleStore:
                 select(Revision).where(Revision.resource_id == row.id)
             ):
                 session.delete(revision)
-            for entry in session.scalars(select(AuditEntry).where(AuditEntry.resource_id == row.id)):
+            entries = select(AuditEntry).where(AuditEntry.resource_id == row.id)
+            for entry in session.scalars(entries):
                 entry.archived = True
             session.delete(row)
 
