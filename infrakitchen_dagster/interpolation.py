@@ -94,20 +94,20 @@ def render_value(value: Any, resolve: Resolver) -> Any:
 # Shell-aware rendering
 
 _NORMAL, _DQUOTE, _SQUOTE, _HEREDOC, _LITERAL_HEREDOC, _COMMENT = "N", "D", "S", "H", "L", "C"
+_ARITH = "A"
 _HEREDOC_START = re.compile(r"<<(-?)[ \t]*(?:'([^'\n]+)'|\"([^\"\n]+)\"|\\?([A-Za-z0-9_]+))")
 
 
 def _quote_for(context: str, value: str, delimiter: str | None) -> str:
-    if context in (_NORMAL, _COMMENT):
+    if context == _COMMENT:
+        # inert text, but a newline would end the comment and start a command
+        return value.replace("\n", " ").replace("\r", " ")
+    if context in (_NORMAL, _ARITH):
         return shlex.quote(value)
     if context == _DQUOTE:
         return re.sub(r'([\\"$`])', r"\\\1", value)
     if context == _SQUOTE:
         return value.replace("'", "'\\''")
-    if delimiter is not None and delimiter in value.splitlines():
-        raise InterpolationError(
-            f"a value contains the heredoc delimiter line {delimiter!r}; refusing to insert it"
-        )
     if context == _HEREDOC:
         return re.sub(r"([\\$`])", r"\\\1", value)
     return value  # literal heredoc: no expansion happens inside it
@@ -119,6 +119,8 @@ def render_shell(cmd: str, resolve: Resolver) -> str:
     stack: list[str] = [_NORMAL]
     pending_heredocs: list[tuple[str, bool, bool]] = []  # (delimiter, expands, strip_tabs)
     heredoc: tuple[str, bool, bool] | None = None
+    arith_depth: list[int] = []  # open parens of each $(( )) on the stack
+    value_in_heredoc_line = False
     i, n = 0, len(cmd)
     at_line_start = True
     while i < n:
@@ -137,12 +139,20 @@ def render_shell(cmd: str, resolve: Resolver) -> str:
             value = to_text(resolve(Ref(match.group("name"), match.group("attr"))))
             if heredoc is not None:
                 context = _HEREDOC if heredoc[1] else _LITERAL_HEREDOC
-                out.append(_quote_for(context, value, heredoc[0]))
+                quoted = _quote_for(context, value, heredoc[0])
+                prefix = "".join(out).rsplit("\n", 1)[-1]
+                for line in (prefix + quoted).split("\n")[:-1]:
+                    _refuse_delimiter_line(line, heredoc)
+                out.append(quoted)
+                value_in_heredoc_line = True
             else:
                 out.append(_quote_for(stack[-1][0], value, None))
             i = match.end()
             continue
         ch = cmd[i]
+        if ch == "\n" and heredoc is not None and value_in_heredoc_line:
+            _refuse_delimiter_line("".join(out).rsplit("\n", 1)[-1], heredoc)
+            value_in_heredoc_line = False
         out.append(ch)
         i += 1
         if ch == "\n":
@@ -168,6 +178,11 @@ def render_shell(cmd: str, resolve: Resolver) -> str:
         if top == _DQUOTE:
             if ch == '"':
                 stack.pop()
+            elif ch == "$" and cmd.startswith("((", i):
+                stack.append(_ARITH)
+                arith_depth.append(2)
+                out.append("((")
+                i += 2
             elif ch == "$" and cmd.startswith("(", i):
                 stack.append(_NORMAL + ")")
                 out.append("(")
@@ -175,8 +190,22 @@ def render_shell(cmd: str, resolve: Resolver) -> str:
             elif ch == "`":
                 stack.append(_NORMAL + "`")
             continue
+        if top == _ARITH:
+            if ch == "(":
+                arith_depth[-1] += 1
+            elif ch == ")":
+                arith_depth[-1] -= 1
+                if arith_depth[-1] == 0:
+                    stack.pop()
+                    arith_depth.pop()
+            continue
         # normal context (top level, inside $(...), (...) or `...`)
-        if ch == "'":
+        if ch == "$" and cmd.startswith("((", i):
+            stack.append(_ARITH)
+            arith_depth.append(2)
+            out.append("((")
+            i += 2
+        elif ch == "'":
             stack.append(_SQUOTE)
         elif ch == '"':
             stack.append(_DQUOTE)
@@ -199,7 +228,20 @@ def render_shell(cmd: str, resolve: Resolver) -> str:
                 pending_heredocs.append((delimiter, not quoted, bool(start.group(1))))
                 out.append(cmd[i : start.end()])
                 i = start.end()
+    if heredoc is not None and value_in_heredoc_line:
+        _refuse_delimiter_line("".join(out).rsplit("\n", 1)[-1], heredoc)
     return "".join(out)
+
+
+def _refuse_delimiter_line(line: str, heredoc: tuple[str, bool, bool]) -> None:
+    """A rendered heredoc line equal to the delimiter would end the heredoc early and turn
+    what follows into commands."""
+    candidate = line.lstrip("\t") if heredoc[2] else line
+    if candidate == heredoc[0]:
+        raise InterpolationError(
+            f"a value would end the heredoc early (a line equal to its delimiter "
+            f"{heredoc[0]!r}); refusing to insert it"
+        )
 
 
 # ---------------------------------------------------------------------------------------

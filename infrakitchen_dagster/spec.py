@@ -155,6 +155,14 @@ class Task(_Strict):
     working_dir: str | None = None
     backend: Backend | None = None
 
+    @field_validator("destroy", mode="before")
+    @classmethod
+    def _destroy_all_or_list(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "all":
+            raise ValueError(
+                f'destroy must be "all" or a list of resource tasks, got {value!r}')
+        return value
+
     @field_validator("matrix")
     @classmethod
     def _matrix_not_empty(cls, value: dict[str, list[Scalar]] | None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from pathlib import Path
 
@@ -269,7 +270,7 @@ def test_cycle_is_named(tmp_path, edges):
     chain = line.removeprefix("dependency cycle: ").split(" -> ")
     assert chain[0] == chain[-1]
     assert len(chain) >= 2
-    for src, dst in zip(chain, chain[1:], strict=False):
+    for src, dst in itertools.pairwise(chain):
         assert dst in edges[src], f"{src} -> {dst} is not a depends_on edge in {line!r}"
     in_cycle = {n for n in edges if n not in ("s", "e")}
     assert set(chain) == in_cycle

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tomllib
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,25 @@ def broken_batch(ik_home: Path) -> subprocess.CompletedProcess[str]:
                           text=True, env=_ik_env(ik_home), cwd=ik_home, timeout=120)
 
 
+#: One file per kind of error path (TOML, schema, duration, graph, module, reference), run
+#: as `ik validate FILE` one process each.
+PER_FILE_SAMPLE = ["toml-syntax-error", "unknown-task-key", "bad-retry-delay", "cycle-two",
+                   "missing-module-dir", "unresolvable-var"]
+
+
+@pytest.fixture(scope="session")
+def per_file_results(ik_home: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+    env = _ik_env(ik_home)
+
+    def run(stem: str) -> subprocess.CompletedProcess[str]:
+        path = FIXTURES / "broken" / f"{stem}.toml"
+        return subprocess.run([str(IK), "validate", str(path)], capture_output=True,
+                              text=True, env=env, cwd=ik_home, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(zip(PER_FILE_SAMPLE, pool.map(run, PER_FILE_SAMPLE), strict=True))
+
+
 def _lines_for(path: Path, stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith(f"{path}: ")]
 
@@ -126,6 +146,15 @@ def test_broken_file_console_script_output(path: Path, broken_batch):
     """The real `ik` console script reports this file, with the expected words."""
     _check_problem_lines(path, "\n".join(_lines_for(path, broken_batch.stderr)))
     assert f"{path}: ok (" not in broken_batch.stdout
+
+
+@pytest.mark.parametrize("stem", PER_FILE_SAMPLE)
+def test_console_script_one_file(stem: str, per_file_results):
+    path = FIXTURES / "broken" / f"{stem}.toml"
+    result = per_file_results[stem]
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    _check_problem_lines(path, result.stderr)
 
 
 def test_broken_corpus_console_script(broken_batch):
