@@ -203,7 +203,7 @@ def test_heredoc_value_completing_a_delimiter_line_never_runs(tmp_path):
 def test_render_whole_reference_keeps_type():
     values = {"n": 3, "azs": ["a", "b"], "on": False, "cfg": {"k": 1}}
     for name, value in values.items():
-        assert render("{{.%s}}" % name, lambda ref: values[ref.name]) == value
+        assert render("{{." + name + "}}", lambda ref: values[ref.name]) == value
     assert render("{{.n}}", const(3)) == 3
     assert isinstance(render("{{ .n }}", const(3)), int)
 
