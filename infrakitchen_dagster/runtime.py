@@ -288,6 +288,9 @@ class TaskRuntime:
         secrets |= env_secrets
         sensitive_vars = set(node.task.sensitive)
         directory = self.graph.module_dir(node.name)
+        if directory is None and node.kind == "resource":
+            raise TaskFailure(f"{node.name}: remote module sources ({node.task.module}) are "
+                              "not supported yet; vendor the module into the pipeline dir")
         if directory is not None:
             sensitive_vars |= module_sensitive_variables(directory)
         secrets |= {to_text(variables[k]) for k in sensitive_vars if k in variables}
