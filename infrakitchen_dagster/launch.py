@@ -49,6 +49,14 @@ def _job(job_name: str):
                                 "job_name": job_name})
 
 
+def _run_tags(graph: PipelineGraph, environment: str, actor: str) -> dict[str, str]:
+    """Who launched the run and, for pipelines with environments, its partition."""
+    tags = {"infrakitchen/user": actor}
+    if graph.pipeline.environments:
+        tags["dagster/partition"] = environment
+    return tags
+
+
 def _run_config(runtime_vars: dict[str, str], force: bool, verbose: bool,
                 ops: dict[str, Any] | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
@@ -67,9 +75,7 @@ def run_pipeline_job(graph: PipelineGraph, suffix: str, *, environment: str,
     prefix = graph.pipeline.job_prefix
     inst = instance()
     run_config = _run_config(runtime_vars, force, print_output)
-    tags = {"infrakitchen/user": actor}
-    if graph.pipeline.environments:
-        tags["dagster/partition"] = environment
+    tags = _run_tags(graph, environment, actor)
     nodes = [n for item in select for n in graph.expand(item)]
     kwargs: dict[str, Any] = {}
     if nodes and suffix == "provision" and not from_failure:
@@ -162,9 +168,7 @@ def destroy_resources(graph: PipelineGraph, environment: str, task: str | None, 
             return dependency_payload(blocking)
     inst = instance()
     prefix = graph.pipeline.job_prefix
-    tags = {"infrakitchen/user": actor}
-    if graph.pipeline.environments:
-        tags["dagster/partition"] = environment
+    tags = _run_tags(graph, environment, actor)
     kwargs: dict[str, Any] = {}
     if task is not None:
         kwargs["op_selection"] = [f"{prefix}__destroy__{graph.nodes[n].op_name}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,13 @@ from .process import ProcessResult, run_streaming
 from .spec import FromEnv
 from .store import LifecycleStore, RecordView, State, Status
 from .store.lifecycle import Action
-from .tofu import BackendSettings, PlanSummary, TofuResource, module_sensitive_variables
+from .tofu import (
+    BackendSettings,
+    PlanSummary,
+    TofuResource,
+    TofuWorkspace,
+    module_sensitive_variables,
+)
 
 Log = Callable[[str], None]
 
@@ -211,6 +216,27 @@ class TaskRuntime:
 
     # -- resource tasks ---------------------------------------------------------------
 
+    def _sensitive_variables(self, node: Node) -> set[str]:
+        """Listed in the task's `sensitive`, or declared `sensitive = true` by the module."""
+        directory = self.graph.module_dir(node.name)
+        declared = module_sensitive_variables(directory) if directory else set()
+        return set(node.task.sensitive) | declared
+
+    def _workspace(self, node: Node, *, backend: BackendSettings, env: dict[str, str],
+                   secrets: set[str], timeout: float | None,
+                   lines: list[str] | None = None) -> TofuWorkspace:
+        """The node's working directory; every output line is logged (and kept in `lines`)."""
+
+        def on_line(line: str) -> None:
+            if lines is not None:
+                lines.append(line)
+            self.log(line)
+
+        return self.tofu.workspace(
+            pipeline=self.pipeline.name, environment=self.environment, task=node.asset_name,
+            module_dir=self.graph.module_dir(node.name) or Path("."), backend=backend,
+            env=env, on_line=on_line, secrets=secrets, timeout=timeout)
+
     def _record(self, node: Node) -> RecordView:
         record = self.store.create(
             self.pipeline.name, node.name, self.environment, kind=node.kind,
@@ -286,13 +312,10 @@ class TaskRuntime:
                              details={"error": str(exc)})
             raise TaskFailure(f"{node.name}: {exc}") from None
         secrets |= env_secrets
-        sensitive_vars = set(node.task.sensitive)
-        directory = self.graph.module_dir(node.name)
-        if directory is None and node.kind == "resource":
+        if self.graph.module_dir(node.name) is None and node.kind == "resource":
             raise TaskFailure(f"{node.name}: remote module sources ({node.task.module}) are "
                               "not supported yet; vendor the module into the pipeline dir")
-        if directory is not None:
-            sensitive_vars |= module_sensitive_variables(directory)
+        sensitive_vars = self._sensitive_variables(node)
         secrets |= {to_text(variables[k]) for k in sensitive_vars if k in variables}
         fingerprint = self.fingerprint(node, variables, backend)
 
@@ -317,15 +340,8 @@ class TaskRuntime:
         record = self.store.transition(record, start, actor=self.actor, run_id=self.run_id,
                                        details={"fingerprint": fingerprint})
         lines: list[str] = []
-
-        def on_line(line: str) -> None:
-            lines.append(line)
-            self.log(line)
-
-        workspace = self.tofu.workspace(
-            pipeline=self.pipeline.name, environment=self.environment, task=node.asset_name,
-            module_dir=directory or Path("."), backend=backend, env=env, on_line=on_line,
-            secrets=secrets, timeout=timeout)
+        workspace = self._workspace(node, backend=backend, env=env, secrets=secrets,
+                                    timeout=timeout, lines=lines)
         try:
             workspace.prepare(variables)
             workspace.init()
@@ -353,14 +369,10 @@ class TaskRuntime:
         resolve, secrets = self.resolver(node)
         variables = self.tfvars(node, resolve)
         env, env_secrets = self._render_env(node, resolve)
-        directory = self.graph.module_dir(node.name)
-        sensitive = set(node.task.sensitive) | (
-            module_sensitive_variables(directory) if directory else set())
+        sensitive = self._sensitive_variables(node)
         secrets |= env_secrets | {to_text(variables[k]) for k in sensitive if k in variables}
-        workspace = self.tofu.workspace(
-            pipeline=self.pipeline.name, environment=self.environment, task=node.asset_name,
-            module_dir=directory or Path("."), backend=self.backend(node, resolve), env=env,
-            on_line=self.log, secrets=secrets, timeout=node.task.timeout)
+        workspace = self._workspace(node, backend=self.backend(node, resolve), env=env,
+                                    secrets=secrets, timeout=node.task.timeout)
         workspace.prepare(variables)
         workspace.init()
         summary, _ = workspace.plan()
@@ -493,18 +505,10 @@ class TaskRuntime:
         partial = record.state == State.PROVISION
         resolve, secrets = self.resolver(node)
         env, env_secrets = self._render_env(node, resolve)
-        backend = self.backend(node, resolve)
         lines: list[str] = []
-
-        def on_line(line: str) -> None:
-            lines.append(line)
-            self.log(line)
-
-        workspace = self.tofu.workspace(
-            pipeline=self.pipeline.name, environment=self.environment, task=node.asset_name,
-            module_dir=self.graph.module_dir(name) or Path("."), backend=backend, env=env,
-            on_line=on_line, secrets=secrets | env_secrets | set(record.secrets),
-            timeout=timeout)
+        workspace = self._workspace(node, backend=self.backend(node, resolve), env=env,
+                                    secrets=secrets | env_secrets | set(record.secrets),
+                                    timeout=timeout, lines=lines)
         if partial:
             # A failed first apply may have left resources behind: clean them, keep the
             # record in `provision` (the state table allows no other move from there).
@@ -556,7 +560,3 @@ class TaskRuntime:
         assert set(builtins) == set(TEARDOWN_BUILTINS)
         self.run_command(node, timeout=node.task.timeout, extra=builtins)
         return []
-
-
-def quote_argv(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)

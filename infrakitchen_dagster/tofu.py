@@ -26,7 +26,8 @@ from pydantic import Field
 
 from . import settings
 from .graph import _ignored
-from .process import ProcessResult, run_streaming
+from .interpolation import mask
+from .process import ProcessResult, ProcessTimeout, run_streaming
 
 _PLAN_LINE = re.compile(r"Plan: (\d+) to add, (\d+) to change, (\d+) to destroy")
 _NO_CHANGES = re.compile(r"No changes\.")
@@ -274,18 +275,17 @@ class TofuWorkspace:
         return self.run("apply", "-input=false", "-no-color", str(plan_file.name))
 
     def outputs(self) -> dict[str, dict[str, Any]]:
-        result = run_streaming(
-            [self.resource.resolved_binary(), "output", "-json", "-no-color"], cwd=self.path,
-            env=self.env, on_line=lambda _line: None, timeout=self.timeout,
-        )
-        if result.returncode != 0:
-            raise TofuError("output -json", result)
-        # output lines were masked for logs; parse the real values from a fresh read
-        raw = subprocess.run(
-            [self.resource.resolved_binary(), "output", "-json"], cwd=self.path, env=self.env,
-            capture_output=True, text=True, check=True,
-        ).stdout if self.secrets else result.output
-        return json.loads(raw or "{}")
+        """`output -json`, read once and never logged (it holds the real secret values)."""
+        argv = [self.resource.resolved_binary(), "output", "-json", "-no-color"]
+        try:
+            done = subprocess.run(argv, cwd=self.path, env=self.env, capture_output=True,
+                                  text=True, timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise ProcessTimeout("output", self.timeout or 0, 0) from None
+        if done.returncode != 0:
+            lines = [mask(line, self.secrets) for line in done.stderr.splitlines()]
+            raise TofuError("output -json", ProcessResult(done.returncode, lines))
+        return json.loads(done.stdout or "{}")
 
     def destroy(self) -> ProcessResult:
         return self.run("destroy", "-input=false", "-no-color", "-auto-approve")
