@@ -1,24 +1,36 @@
-"""infrakitchen-dagster: infrastructure stacks as Dagster assets."""
+"""infrakitchen-dagster: infrastructure stacks as Dagster assets.
 
-from .assets import build_pipeline
-from .definitions import build_definitions
-from .graph import PipelineGraph, load_graph, load_pipeline
-from .resources import InfraKitchenResource
-from .spec import Pipeline, PipelineError
-from .store import LifecycleStore
-from .tofu import TofuResource
-from .translator import InfraKitchenTranslator
+The public names load lazily, so that the `ik` commands that only read the lifecycle
+store (approvals, audit, inspect, ...) start without importing Dagster.
+"""
 
-__all__ = [
-    "InfraKitchenResource",
-    "InfraKitchenTranslator",
-    "LifecycleStore",
-    "Pipeline",
-    "PipelineError",
-    "PipelineGraph",
-    "TofuResource",
-    "build_definitions",
-    "build_pipeline",
-    "load_graph",
-    "load_pipeline",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "AccessControl": ".approvals",
+    "Approvals": ".approvals",
+    "InfraKitchenResource": ".resources",
+    "InfraKitchenTranslator": ".translator",
+    "LifecycleStore": ".store",
+    "Pipeline": ".spec",
+    "PipelineError": ".spec",
+    "PipelineGraph": ".graph",
+    "TofuResource": ".tofu",
+    "build_definitions": ".definitions",
+    "build_pipeline": ".assets",
+    "load_graph": ".graph",
+    "load_pipeline": ".graph",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'infrakitchen_dagster' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value

@@ -47,6 +47,8 @@ from .tofu import TofuError, TofuResource
 from .translator import InfraKitchenTranslator
 
 PIPELINE_TAG = "infrakitchen/pipeline"
+#: outcomes after which the asset is not materialised (its downstream is skipped)
+NOT_MATERIALISED = ("skipped", "approval_pending", "rejected")
 _TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
@@ -130,6 +132,8 @@ def outcome_metadata(outcome: Outcome) -> dict[str, Any]:
         meta["log_tail"] = MetadataValue.md("```\n" + outcome.log_tail + "\n```")
     if outcome.reason:
         meta["reason"] = outcome.reason
+    if outcome.request_id is not None:
+        meta["approval_request"] = outcome.request_id
     return meta
 
 
@@ -164,8 +168,14 @@ def build_task_asset(graph: PipelineGraph, node: Node, translator: InfraKitchenT
                 outcome = runtime.run_command(node, timeout=task.timeout)
         except (TaskFailure, TofuError, ProcessTimeout, InterpolationError) as exc:
             raise _as_failure(exc) from None
-        if outcome.status == "skipped":
-            return  # not materialised; Dagster skips everything downstream
+        if outcome.status in NOT_MATERIALISED:
+            # Not materialised: Dagster skips everything downstream and the run succeeds.
+            # An approval gate says so on the asset's timeline.
+            if outcome.status != "skipped":
+                context.log_event(AssetObservation(
+                    asset_key=spec.key, metadata=outcome_metadata(outcome),
+                    partition=context.partition_key if context.has_partition_key else None))
+            return
         yield MaterializeResult(asset_key=spec.key, metadata=outcome_metadata(outcome))
 
     return _task_asset
@@ -246,20 +256,29 @@ def build_destroy_job(graph: PipelineGraph, partitions: StaticPartitionsDefiniti
 
 def _destroy_op(graph: PipelineGraph, node: Node, key: AssetKey, in_names: list[str]):
     @op(name=f"{graph.pipeline.job_prefix}__destroy__{node.op_name}",
-        ins={n: In(Nothing) for n in in_names}, out=Out(Nothing),
+        ins={n: In(Nothing) for n in in_names}, out=Out(Nothing, is_required=False),
         tags={PIPELINE_TAG: graph.pipeline.name})
     def _destroy(context: OpExecutionContext, tofu: TofuResource,
                  infrakitchen: InfraKitchenResource):
+        if infrakitchen.tasks and node.name not in infrakitchen.tasks:
+            yield Output(None)  # not one of the tasks this run is about
+            return
         runtime = make_runtime(graph, context, tofu, infrakitchen, environment_of(context))
         try:
-            outcome = runtime.destroy(node.name, timeout=node.task.timeout)
+            outcome = runtime.destroy(node.name, timeout=node.task.timeout, requested=True)
         except (TofuError, ProcessTimeout, TaskFailure) as exc:
             raise _as_failure(exc) from None
-        context.log_event(AssetObservation(asset_key=key, metadata={
-            "operation": "destroy", "outcome": outcome.status,
-            "state": outcome.record.state if outcome.record else "none"},
+        metadata = {"operation": "destroy", "outcome": outcome.status,
+                    "state": outcome.record.state if outcome.record else "none"}
+        if outcome.request_id is not None:
+            metadata["approval_request"] = outcome.request_id
+        if outcome.reason:
+            metadata["reason"] = outcome.reason
+        context.log_event(AssetObservation(
+            asset_key=key, metadata=metadata,
             partition=context.partition_key if context.has_partition_key else None))
-        yield Output(None)
+        if outcome.status not in NOT_MATERIALISED:
+            yield Output(None)  # waiting for approval: the parents' destroys are skipped
 
     return _destroy
 

@@ -9,13 +9,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 
 from . import settings
+from .approvals import (
+    AccessControl,
+    ApprovalError,
+    Approvals,
+    Permission,
+    PermissionDenied,
+    RequestStatus,
+    Role,
+    gated,
+)
 from .graph import PipelineGraph, find_pipeline, load_graph
-from .spec import PipelineError
-from .store import LifecycleStore, default_actor
+from .spec import PipelineError, read_pipeline
+from .store import IllegalTransition, LifecycleStore, State, default_actor
 
 
 class CliError(Exception):
@@ -60,6 +71,33 @@ def _split_target(target: str) -> tuple[str, str]:
     return pipeline, task
 
 
+def _owners(pipeline: str) -> list[str]:
+    """The TOML `owners` of a pipeline; none when its file is gone or broken."""
+    try:
+        return list(read_pipeline(find_pipeline(pipeline, settings.pipelines_dir())).owners)
+    except PipelineError:
+        return []
+
+
+def _require(permission: Permission, pipeline: str, actor: str, what: str = "") -> None:
+    AccessControl(LifecycleStore()).require(permission, pipeline, actor, _owners(pipeline), what)
+
+
+def _viewable(actor: str):
+    """A predicate: may `actor` view pipeline P? (cached per pipeline)"""
+    access = AccessControl(LifecycleStore())
+    seen: dict[str, bool] = {}
+
+    def allowed(pipeline: str | None) -> bool:
+        if pipeline is None:
+            return True
+        if pipeline not in seen:
+            seen[pipeline] = access.allows(Permission.VIEW, pipeline, actor, _owners(pipeline))
+        return seen[pipeline]
+
+    return allowed
+
+
 # -- commands -----------------------------------------------------------------------------
 
 
@@ -89,6 +127,8 @@ def cmd_run(args: argparse.Namespace, job_suffix: str = "provision") -> int:
 
     graph = _graph(args.name)
     environment = _environment(graph, args.env)
+    _require(Permission.VIEW if job_suffix == "plan" else Permission.REQUEST,
+             graph.pipeline.name, args.actor, f"{job_suffix} of the pipeline")
     selection = [s.strip() for s in (args.select or "").split(",") if s.strip()]
     for item in selection:
         if not graph.expand(item):
@@ -109,6 +149,11 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     environment = _environment(graph, args.env)
     if args.task and not graph.expand(args.task):
         raise CliError(f"unknown task {args.task!r}")
+    targets = graph.expand(args.task) if args.task else graph.resources
+    needs_approval = any(gated(graph.pipeline.approval, graph.nodes[n].task.approval)
+                         for n in targets)
+    _require(Permission.REQUEST if needs_approval else Permission.DESTROY,
+             graph.pipeline.name, args.actor, "destroy")
     blocked = destroy_resources(graph, environment, args.task, actor=args.actor)
     if blocked is not None:
         print(json.dumps(blocked, indent=2))
@@ -117,7 +162,9 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_resources(args: argparse.Namespace) -> int:
-    records = [r.public() for r in LifecycleStore().records(args.pipeline)]
+    viewable = _viewable(args.actor)
+    records = [r.public() for r in LifecycleStore().records(args.pipeline)
+               if viewable(r.pipeline)]
     if args.json:
         print(json.dumps(records, indent=2, default=str))
         return 0
@@ -133,10 +180,15 @@ def cmd_resources(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     pipeline, task = _split_target(args.target)
     env = args.env or "default"
-    record = LifecycleStore().get(pipeline, task, env)
+    _require(Permission.VIEW, pipeline, args.actor)
+    store = LifecycleStore()
+    record = store.get(pipeline, task, env)
     if record is None:
         raise CliError(f"no record for {pipeline}/{task} in environment {env!r}")
     data = record.public()
+    pending = [r.public() for r in Approvals(store).open_for(record)]
+    data["open_requests"] = pending
+    data["pending_update"] = next((r for r in pending if r["operation"] == "update"), None)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
@@ -149,12 +201,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print("variables:")
     for key, value in data["variables"].items():
         print(f"  {key} = {json.dumps(value)}")
+    for request in pending:
+        print(f"open request {request['id']}: {request['operation']} {request['status']} "
+              f"(plan {request['plan_summary']})")
+        for key, change in request["diff"].items():
+            print(f"  {key}: {json.dumps(change['old'])} -> {json.dumps(change['new'])}")
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     pipeline, task = _split_target(args.target) if args.target else (None, None)
-    entries = LifecycleStore().audit_entries(pipeline, task)
+    if pipeline:
+        _require(Permission.VIEW, pipeline, args.actor)
+    viewable = _viewable(args.actor)
+    entries = [e for e in LifecycleStore().audit_entries(pipeline, task)
+               if viewable(e["pipeline"])]
     if args.json:
         print(json.dumps(entries, indent=2, default=str))
         return 0
@@ -162,6 +223,106 @@ def cmd_audit(args: argparse.Namespace) -> int:
              e["environment"] or "-", str(e["revision"] or "-"), (e["run_id"] or "-")[:8])
             for e in entries]
     _table(("TIME", "ACTOR", "ACTION", "RESOURCE", "ENV", "REV", "RUN"), rows)
+    return 0
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    statuses = [RequestStatus.PENDING.value] if args.pending else []
+    viewable = _viewable(args.actor)
+    requests = [r.public() for r in Approvals(LifecycleStore()).list(args.pipeline, statuses)
+                if viewable(r.pipeline)]
+    if args.json:
+        print(json.dumps(requests, indent=2, default=str))
+        return 0
+    if not requests:
+        print("no approval requests" + (" pending" if args.pending else ""))
+        return 0
+    rows = [(str(r["id"]), f"{r['pipeline']}/{r['task']}", r["environment"], r["operation"],
+             r["status"], r["requested_by"], r["decided_by"] or "-",
+             "+{add} ~{change} -{destroy}".format(**r["plan_summary"]))
+            for r in requests]
+    _table(("ID", "RESOURCE", "ENV", "OPERATION", "STATUS", "REQUESTED BY", "DECIDED BY",
+            "PLAN"), rows)
+    return 0
+
+
+def _request_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise CliError(f"a request id is a number, got {text!r}") from None
+
+
+def _decide(args: argparse.Namespace, approve: bool) -> int:
+    approvals = Approvals(LifecycleStore())
+    request_id = _request_id(args.id)
+    request = approvals.get(request_id)
+    if request is None:
+        raise CliError(f"no approval request {request_id}")
+    decided = approvals.decide(request_id, approve=approve, actor=args.actor,
+                               owners=_owners(request.pipeline),
+                               reason=getattr(args, "reason", None))
+    what = f"{decided.operation} of {decided.pipeline}/{decided.task} ({decided.environment})"
+    if approve:
+        print(f"request {decided.id} approved: {what}. The infrakitchen_approvals sensor "
+              f"launches it; without a daemon run `ik run {decided.pipeline} --select "
+              f"{decided.task}`" + ("" if decided.environment == "default"
+                                    else f" --env {decided.environment}")
+              + ("" if decided.operation != "destroy" else " (or ik destroy --task)"))
+    else:
+        print(f"request {decided.id} rejected: {what}")
+    return 0
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    _graph(args.pipeline)  # the pipeline must exist
+    try:
+        role = Role(args.role)
+    except ValueError:
+        raise CliError(f"unknown role {args.role!r} (owner, admin, write, read)") from None
+    AccessControl(LifecycleStore()).grant(args.pipeline, args.principal, role,
+                                          actor=args.actor, owners=_owners(args.pipeline))
+    print(f"{args.principal} is now {role.value} on {args.pipeline}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    removed = AccessControl(LifecycleStore()).revoke(
+        args.pipeline, args.principal, actor=args.actor, owners=_owners(args.pipeline))
+    print(f"{args.principal}: grant on {args.pipeline} "
+          f"{'revoked' if removed else 'did not exist (TOML owners stay owners)'}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    pipeline, task = _split_target(args.target)
+    env = args.env or "default"
+    _require(Permission.DELETE, pipeline, args.actor, f"of {task}")
+    store = LifecycleStore()
+    record = store.get(pipeline, task, env)
+    if record is None:
+        raise CliError(f"no record for {pipeline}/{task} in environment {env!r}")
+    open_requests = Approvals(store).open_for(record)
+    if open_requests:
+        ids = ", ".join(str(r.id) for r in open_requests)
+        raise CliError(f"{pipeline}/{task} has open approval requests ({ids}); approve and "
+                       "apply or reject them first", code=2)
+    if record.kind == "abstract" and record.state != State.DESTROYED:
+        from .runtime import TaskRuntime
+        from .tofu import TofuResource
+
+        runtime = TaskRuntime(graph=_graph(pipeline), environment=env, store=store,
+                              tofu=TofuResource(), actor=args.actor)
+        record = runtime.destroy(task).record or record
+    if record.state != State.DESTROYED:
+        raise CliError(f"{pipeline}/{task} is {record.state}/{record.status}; only a destroyed "
+                       f"resource can be deleted (run `ik destroy {pipeline} --task {task}`)",
+                       code=2)
+    store.delete(record, actor=args.actor)
+    from .tofu import TofuResource
+
+    shutil.rmtree(TofuResource().working_dir(pipeline, env, task), ignore_errors=True)
+    print(f"deleted {pipeline}/{task} ({env}); its audit entries are kept, archived")
     return 0
 
 
@@ -229,6 +390,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", metavar="NAME/TASK")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("approvals", parents=[common], help="list approval requests")
+    p.add_argument("--pending", action="store_true", help="only requests awaiting a decision")
+    p.add_argument("--pipeline", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_approvals)
+
+    p = sub.add_parser("approve", parents=[common], help="approve a request (owner, admin)")
+    p.add_argument("id")
+    p.set_defaults(func=lambda a: _decide(a, True))
+
+    p = sub.add_parser("reject", parents=[common], help="reject a request (owner, admin)")
+    p.add_argument("id")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=lambda a: _decide(a, False))
+
+    p = sub.add_parser("grant", parents=[common], help="give a principal a role on a pipeline")
+    p.add_argument("principal")
+    p.add_argument("role", choices=[r.value for r in Role])
+    p.add_argument("--pipeline", required=True)
+    p.set_defaults(func=cmd_grant)
+
+    p = sub.add_parser("revoke", parents=[common], help="remove a principal's grant")
+    p.add_argument("principal")
+    p.add_argument("--pipeline", required=True)
+    p.set_defaults(func=cmd_revoke)
+
+    p = sub.add_parser("delete", parents=[common],
+                       help="delete a destroyed resource's record (audit kept, archived)")
+    p.add_argument("target", metavar="NAME/TASK")
+    p.add_argument("--env", default=None)
+    p.set_defaults(func=cmd_delete)
     return parser
 
 
@@ -242,6 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"ik: error: {exc}", file=sys.stderr)
         return exc.code
+    except (PermissionDenied, ApprovalError, IllegalTransition) as exc:
+        print(f"ik: error: {exc}", file=sys.stderr)
+        return 2
     except PipelineError as exc:
         for problem in exc.problems:
             print(f"ik: error: {exc.path}: {problem}", file=sys.stderr)

@@ -375,6 +375,11 @@ def build_graph(pipeline: Pipeline) -> PipelineGraph:
                             f"{trigger.schedule!r}")
         if trigger.type == "file_watch" and not trigger.path:
             problems.append("triggers: file_watch trigger needs `path`")
+    gated_tasks = [n for n, t in pipeline.tasks.items()
+                   if (pipeline.approval if t.approval is None else t.approval)]
+    if gated_tasks and not pipeline.owners:
+        problems.append(f"approval flow is on (for {', '.join(sorted(gated_tasks))}) but "
+                        "`owners` is empty: name who may approve, e.g. owners = [\"alice\"]")
 
     # Expand nodes (matrix) first so that dependencies may name single combinations.
     expanded: dict[str, list[tuple[str, tuple[tuple[str, Scalar], ...]]]] = {

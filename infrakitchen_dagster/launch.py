@@ -20,9 +20,10 @@ from dagster import (
 )
 
 from . import settings
+from .approvals import Approvals
 from .failures import judge_failed_run, mark_crashed_resources
 from .graph import PipelineGraph
-from .runtime import TaskRuntime
+from .runtime import TaskRuntime, dependency_payload
 from .store import LifecycleStore
 from .tofu import TofuResource
 
@@ -139,13 +140,10 @@ def _print_summary(graph: PipelineGraph, environment: str, run_id: str, success:
         if record is None:
             print(f"  {name:32} (not created)")
             continue
-        print(f"  {name:32} {record.state}/{record.status}  rev {record.revision}")
-
-
-def dependency_payload(blocking) -> dict[str, Any]:
-    return {"error": "Cannot destroy resource", "reason": "Dependencies exist",
-            "dependencies": [{"resource_id": r.id, "resource_name": r.task, "state": r.state}
-                             for r in blocking]}
+        waiting = [f"{r.operation} request {r.id} {r.status}"
+                   for r in Approvals(store).open_for(record)]
+        note = f"  ({'; '.join(waiting)})" if waiting else ""
+        print(f"  {name:32} {record.state}/{record.status}  rev {record.revision}{note}")
 
 
 def destroy_resources(graph: PipelineGraph, environment: str, task: str | None, *,

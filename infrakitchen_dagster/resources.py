@@ -27,6 +27,9 @@ class InfraKitchenResource(ConfigurableResource):
                         description="Run tofu even for resources whose fingerprint is unchanged")
     database_url: str | None = Field(
         default=None, description="Lifecycle store URL; default: INFRAKITCHEN_DATABASE_URL")
+    tasks: list[str] = Field(
+        default_factory=list,
+        description="Destroy jobs only: act on these tasks and pass over the others")
     actor: str | None = Field(
         default=None, description="Who acts; default: INFRAKITCHEN_USER or the OS user")
 

@@ -16,6 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .approvals import (
+    ApprovalError,
+    ApprovalRequest,
+    Approvals,
+    Operation,
+    Permission,
+    PermissionDenied,
+    RequestStatus,
+    gated,
+)
 from .graph import BACKEND_BUILTINS, TEARDOWN_BUILTINS, Node, PipelineGraph
 from .interpolation import (
     Condition,
@@ -50,7 +60,9 @@ class TaskFailure(Exception):
 class Outcome:
     """What a run of one task produced, for metadata and the caller."""
 
-    status: str  # applied | unchanged | ran | skipped | ignored_failure | destroyed
+    #: applied | unchanged | ran | skipped | ignored_failure | destroyed |
+    #: approval_pending | rejected
+    status: str
     record: RecordView | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     sensitive_outputs: set[str] = field(default_factory=set)
@@ -60,6 +72,21 @@ class Outcome:
     log_tail: str = ""
     tofu_version: str | None = None
     reason: str = ""
+    request_id: int | None = None
+
+
+@dataclass
+class _Change:
+    """What a provision or update would write: values, identity and where it runs."""
+
+    variables: dict[str, Any]
+    sensitive: set[str]
+    fingerprint: str
+    workspace: TofuWorkspace
+    lines: list[str]
+
+
+PROVISION_OPS = (Operation.PROVISION.value, Operation.UPDATE.value)
 
 
 @dataclass
@@ -292,13 +319,44 @@ class TaskRuntime:
         }, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
-    def provision(self, node: Node, timeout: float | None = None) -> Outcome:
-        """Create / provision / update one resource (or an abstract record)."""
-        record = self._record(node)
+    # -- who may act -----------------------------------------------------------------
+
+    def _require(self, permission: Permission, what: str) -> None:
+        try:
+            self.approvals.access.require(permission, self.pipeline.name, self.actor,
+                                          self.pipeline.owners, what)
+        except PermissionDenied as exc:
+            raise TaskFailure(str(exc)) from None
+
+    def _gated(self, node: Node) -> bool:
+        return node.kind == "resource" and gated(self.pipeline.approval, node.task.approval)
+
+    @property
+    def approvals(self) -> Approvals:
+        return Approvals(self.store)
+
+    def _recreate_if_needed(self, record: RecordView) -> RecordView:
+        """The reference's Recreate: from destroyed, or from a rejected provision."""
         if record.state == State.DESTROYED or (record.state == State.PROVISION
                                               and record.status == Status.REJECTED):
-            record = self.store.transition(record, Action.RECREATE, actor=self.actor,
-                                           run_id=self.run_id)
+            return self.store.transition(record, Action.RECREATE, actor=self.actor,
+                                         run_id=self.run_id)
+        return record
+
+    # -- provision / update -----------------------------------------------------------
+
+    def provision(self, node: Node, timeout: float | None = None) -> Outcome:
+        """Create / provision / update one resource (or an abstract record).
+
+        Under an approval flow nothing is applied without an approved request for this
+        exact configuration; see `_provision_gated`.
+        """
+        existing = self.store.get(self.pipeline.name, node.name, self.environment)
+        approved = (existing is not None and self._gated(node)
+                    and self._approved_request(existing, PROVISION_OPS) is not None)
+        if not approved:  # an approved request carries its approver's authority
+            self._require(Permission.REQUEST, f"provision of {node.name}")
+        record = self._record(node)
         resolve, secrets = self.resolver(node)
         try:
             self._check_parents(node)
@@ -320,6 +378,7 @@ class TaskRuntime:
         fingerprint = self.fingerprint(node, variables, backend)
 
         if node.kind == "abstract":
+            record = self._recreate_if_needed(record)
             return self._record_abstract(node, record, variables, sensitive_vars, fingerprint)
         if (record.state == State.PROVISIONED and record.status == Status.DONE
                 and record.fingerprint == fingerprint and not self.force):
@@ -332,37 +391,155 @@ class TaskRuntime:
             return Outcome("unchanged", record, dict(record.outputs),
                            set(record.sensitive_outputs), tofu_version=self.tofu.version())
 
-        updating = record.state == State.PROVISIONED
-        start, ok, bad = ((Action.UPDATE_START, Action.UPDATE_SUCCESS, Action.UPDATE_FAILURE)
-                          if updating else
-                          (Action.PROVISION_START, Action.PROVISION_SUCCESS,
-                           Action.PROVISION_FAILURE))
-        record = self.store.transition(record, start, actor=self.actor, run_id=self.run_id,
-                                       details={"fingerprint": fingerprint})
         lines: list[str] = []
         workspace = self._workspace(node, backend=backend, env=env, secrets=secrets,
                                     timeout=timeout, lines=lines)
+        change = _Change(variables, sensitive_vars, fingerprint, workspace, lines)
+        if self._gated(node):
+            return self._provision_gated(node, record, change)
+        record = self._recreate_if_needed(record)
+        record = self._start(record, fingerprint)
         try:
             workspace.prepare(variables)
             workspace.init()
             plan, plan_file = workspace.plan()
-            workspace.apply(plan_file)
-            raw_outputs = workspace.outputs()
         except BaseException as exc:
-            message = str(exc) or type(exc).__name__
-            self.store.transition(record, bad, actor=self.actor, run_id=self.run_id,
-                                  details={"error": message[-2000:]}, error=message[-4000:])
+            self._failed(record, exc)
+            raise
+        return self._apply(node, record, change, plan, plan_file)
+
+    def _start(self, record: RecordView, fingerprint: str) -> RecordView:
+        action = (Action.UPDATE_START if record.state == State.PROVISIONED
+                  else Action.PROVISION_START)
+        return self.store.transition(record, action, actor=self.actor, run_id=self.run_id,
+                                     details={"fingerprint": fingerprint})
+
+    def _failed(self, record: RecordView, exc: BaseException) -> None:
+        action = (Action.UPDATE_FAILURE if record.state == State.PROVISIONED
+                  else Action.PROVISION_FAILURE)
+        message = str(exc) or type(exc).__name__
+        self.store.transition(record, action, actor=self.actor, run_id=self.run_id,
+                              details={"error": message[-2000:]}, error=message[-4000:])
+
+    def _apply(self, node: Node, record: RecordView, change: _Change, plan: PlanSummary,
+               plan_file: Path, saved: bool = False) -> Outcome:
+        """Apply a plan to a record already `in_progress`, then merge the result."""
+        updating = record.state == State.PROVISIONED
+        try:
+            if saved:
+                change.workspace.apply_saved(plan_file)
+            else:
+                change.workspace.apply(plan_file)
+            raw_outputs = change.workspace.outputs()
+        except BaseException as exc:
+            self._failed(record, exc)
             raise
         outputs = {k: v.get("value") for k, v in raw_outputs.items()}
         sensitive_outputs = {k for k, v in raw_outputs.items() if v.get("sensitive")}
         record = self.store.transition(
-            record, ok, actor=self.actor, run_id=self.run_id, bump_revision=updating,
-            details={"plan": plan.as_dict()}, variables=variables, outputs=outputs,
-            sensitive_variables=sorted(sensitive_vars & set(variables)),
-            sensitive_outputs=sorted(sensitive_outputs), fingerprint=fingerprint, error=None)
+            record, Action.UPDATE_SUCCESS if updating else Action.PROVISION_SUCCESS,
+            actor=self.actor, run_id=self.run_id, bump_revision=updating,
+            details={"plan": plan.as_dict()}, variables=change.variables, outputs=outputs,
+            sensitive_variables=sorted(change.sensitive & set(change.variables)),
+            sensitive_outputs=sorted(sensitive_outputs), fingerprint=change.fingerprint,
+            module_hash=self.graph.module_hash(node.name), error=None)
         self._register(node, outputs, sensitive_outputs)
         return Outcome("applied", record, outputs, sensitive_outputs, plan,
-                       log_tail="\n".join(lines[-20:]), tofu_version=self.tofu.version())
+                       log_tail="\n".join(change.lines[-20:]), tofu_version=self.tofu.version())
+
+    # -- the approval gate ------------------------------------------------------------
+
+    def _approved_request(self, record: RecordView, operations: tuple[str, ...]
+                          ) -> ApprovalRequest | None:
+        request = self.approvals.latest(record, operations)
+        if request is not None and request.status in (RequestStatus.APPROVED,
+                                                      RequestStatus.LAUNCHED):
+            return request
+        return None
+
+    def _provision_gated(self, node: Node, record: RecordView, change: _Change) -> Outcome:
+        """Apply the approved plan for this exact configuration, or ask for one."""
+        latest = self.approvals.latest(record, PROVISION_OPS)
+        if latest is not None and latest.fingerprint == change.fingerprint:
+            if latest.status in (RequestStatus.APPROVED, RequestStatus.LAUNCHED):
+                return self._apply_approved(node, record, change, latest)
+            if latest.status == RequestStatus.PENDING:
+                return self._awaiting(node, record, latest)
+            if latest.status == RequestStatus.REJECTED and not self.force:
+                reason = (f"request {latest.id} for this exact configuration was rejected by "
+                          f"{latest.decided_by} ({latest.reason}); change the configuration, "
+                          "or run with force to ask again")
+                self.progress(f"{node.name}: not applied: {reason}")
+                return Outcome("rejected", record, reason=reason)
+        elif latest is not None and latest.status in (RequestStatus.APPROVED,
+                                                      RequestStatus.LAUNCHED):
+            self.approvals.mark(latest.id, RequestStatus.STALE, actor=self.actor,
+                                run_id=self.run_id,
+                                reason="the configuration changed after approval")
+        return self._request(node, record, change)
+
+    def _request(self, node: Node, record: RecordView, change: _Change) -> Outcome:
+        """Plan, save the plan with the request, and stop: nothing is applied."""
+        self._require(Permission.REQUEST, f"provision of {node.name}")
+        record = self._recreate_if_needed(record)
+        operation = (Operation.UPDATE if record.state == State.PROVISIONED
+                     else Operation.PROVISION)
+        workspace = change.workspace
+        workspace.prepare(change.variables)
+        workspace.init()
+        plan, plan_file = workspace.plan()
+        request = self.approvals.request(
+            record, operation=operation, fingerprint=change.fingerprint, plan_file=plan_file,
+            plan_summary=plan.as_dict(), proposed_variables=change.variables,
+            sensitive_variables=change.sensitive & set(change.variables),
+            requested_by=self.actor, run_id=self.run_id)
+        plan_file.unlink(missing_ok=True)
+        record = self.store.get(self.pipeline.name, node.name, self.environment) or record
+        return self._awaiting(node, record, request, plan)
+
+    def _awaiting(self, node: Node, record: RecordView, request: ApprovalRequest,
+                  plan: PlanSummary | None = None) -> Outcome:
+        reason = (f"{request.operation} waits for approval of request {request.id} "
+                  f"(plan: {request.plan_summary}); an owner or admin runs "
+                  f"`ik approve {request.id}` or `ik reject {request.id} --reason ...`")
+        self.progress(f"{node.name}: {reason}")
+        return Outcome("approval_pending", record, plan=plan, reason=reason,
+                       request_id=request.id)
+
+    def _apply_approved(self, node: Node, record: RecordView, change: _Change,
+                        request: ApprovalRequest) -> Outcome:
+        """Apply exactly the approved file (sha256 checked), unless the state moved."""
+        try:
+            saved = self.approvals.verified_plan(request)
+        except ApprovalError as exc:
+            self.approvals.mark(request.id, RequestStatus.FAILED, actor=self.actor,
+                                run_id=self.run_id, reason=str(exc))
+            raise TaskFailure(f"{node.name}: {exc}") from None
+        workspace = change.workspace
+        workspace.prepare(change.variables)
+        workspace.init()
+        if workspace.plan_is_stale(saved):
+            self.progress(f"{node.name}: the state changed since request {request.id} was "
+                          "planned; planning again for a new approval")
+            self.approvals.mark(request.id, RequestStatus.STALE, actor=self.actor,
+                                run_id=self.run_id,
+                                reason="the state changed after the plan was made")
+            return self._request(node, record, change)
+        self.progress(f"{node.name}: applying the plan approved in request {request.id} "
+                      f"by {request.decided_by} (sha256 {request.plan_sha256[:12]}…)")
+        record = self._recreate_if_needed(record)
+        record = self._start(record, change.fingerprint)
+        plan = PlanSummary(**request.plan_summary)
+        try:
+            outcome = self._apply(node, record, change, plan, saved, saved=True)
+        except BaseException as exc:
+            self.approvals.mark(request.id, RequestStatus.FAILED, actor=self.actor,
+                                run_id=self.run_id, reason=(str(exc) or "failed")[-500:])
+            raise
+        self.approvals.mark(request.id, RequestStatus.APPLIED, actor=self.actor,
+                            run_id=self.run_id)
+        outcome.request_id = request.id
+        return outcome
 
     def plan(self, node: Node) -> PlanSummary:
         """A dry run: `tofu plan` with today's values; no record changes."""
@@ -478,49 +655,60 @@ class TaskRuntime:
     # -- destroy and teardown ---------------------------------------------------------
 
     def blocking_children(self, name: str) -> list[RecordView]:
+        """Children whose infrastructure exists (provisioned, or on the way to destroyed).
+
+        A child still in `provision` never got a complete apply (waiting, rejected, failed
+        and cleaned); counting it would block its parent's destroy for good, since such a
+        child can be neither destroyed nor deleted.
+        """
         result = []
         for child in self.graph.resource_children(name):
             record = self.store.get(self.pipeline.name, child, self.environment)
-            if record is not None and record.state != State.DESTROYED:
+            if record is not None and record.state in (State.PROVISIONED, State.DESTROY):
                 result.append(record)
         return result
 
-    def destroy(self, name: str, timeout: float | None = None, reason: str = "destroy"
-                ) -> Outcome:
-        """`tofu destroy` one resource; a no-op for what is not provisioned."""
+    def destroy(self, name: str, timeout: float | None = None, reason: str = "destroy",
+                *, requested: bool = False) -> Outcome:
+        """`tofu destroy` one resource; a no-op for what is not provisioned.
+
+        `requested`: a user asked for it (destroy job, `ik destroy`), so roles, children and
+        the approval flow apply. A teardown after a failure is the pipeline's own cleanup
+        and skips them.
+        """
         node = self.graph.nodes[name]
         record = self.store.get(self.pipeline.name, name, self.environment)
         if record is None or record.state == State.DESTROYED:
             self.progress(f"{name}: nothing to destroy ({record.state if record else 'no record'})")
             return Outcome("skipped", record, reason="not provisioned")
+        if requested:
+            blocking = self.blocking_children(name)
+            if blocking:
+                payload = dependency_payload(blocking)
+                self.store.audit("destroy_refused", actor=self.actor,
+                                 pipeline=self.pipeline.name, task=name,
+                                 environment=self.environment, run_id=self.run_id,
+                                 details=payload)
+                raise TaskFailure(f"{name}: {json.dumps(payload)}")
+        gated_destroy = requested and self._gated(node) and record.state != State.PROVISION
+        approved = self._approved_request(record, ("destroy",)) if gated_destroy else None
+        if requested and approved is None:
+            self._require(Permission.REQUEST if gated_destroy else Permission.DESTROY,
+                          f"destroy of {name}")
         if node.kind == "abstract" or record.kind == "abstract":
-            if record.state == State.PROVISIONED:
-                record = self.store.transition(record, Action.DESTROY_REQUEST, actor=self.actor,
-                                               run_id=self.run_id)
-            record = self.store.transition(record, Action.DESTROY_START, actor=self.actor,
-                                           run_id=self.run_id)
-            record = self.store.transition(record, Action.DESTROY_SUCCESS, actor=self.actor,
-                                           run_id=self.run_id, outputs={})
-            return Outcome("destroyed", record)
-        partial = record.state == State.PROVISION
+            return self._destroy_abstract(record)
         resolve, secrets = self.resolver(node)
         env, env_secrets = self._render_env(node, resolve)
         lines: list[str] = []
         workspace = self._workspace(node, backend=self.backend(node, resolve), env=env,
                                     secrets=secrets | env_secrets | set(record.secrets),
                                     timeout=timeout, lines=lines)
-        if partial:
-            # A failed first apply may have left resources behind: clean them, keep the
-            # record in `provision` (the state table allows no other move from there).
-            if workspace.path.is_dir():
-                workspace.prepare(record.variables or self.tfvars(node, resolve))
-                workspace.init()
-                workspace.destroy()
-            self.store.audit("destroy_partial_state", actor=self.actor,
-                             pipeline=self.pipeline.name, task=name,
-                             environment=self.environment, run_id=self.run_id,
-                             details={"reason": reason})
-            return Outcome("destroyed", record, reason="partial state cleaned")
+        if record.state == State.PROVISION:
+            return self._destroy_partial(node, record, workspace, resolve, reason)
+        if gated_destroy:
+            if approved is None:
+                return self._request_destroy(node, record, workspace)
+            return self._destroy_approved(node, record, workspace, approved, lines)
         if record.state == State.PROVISIONED:
             record = self.store.transition(record, Action.DESTROY_REQUEST, actor=self.actor,
                                            run_id=self.run_id, details={"reason": reason})
@@ -531,14 +719,97 @@ class TaskRuntime:
             workspace.init()
             workspace.destroy()
         except BaseException as exc:
-            self.store.transition(record, Action.DESTROY_FAILURE, actor=self.actor,
-                                  run_id=self.run_id, details={"error": str(exc)[-2000:]},
-                                  error=str(exc)[-4000:])
+            self._destroy_failed(record, exc)
             raise
+        return self._destroyed(record, reason, lines)
+
+    def _destroy_abstract(self, record: RecordView) -> Outcome:
+        """Abstract records have no infrastructure: the transitions without tofu."""
+        if record.state == State.PROVISIONED:
+            record = self.store.transition(record, Action.DESTROY_REQUEST, actor=self.actor,
+                                           run_id=self.run_id)
+        record = self.store.transition(record, Action.DESTROY_START, actor=self.actor,
+                                       run_id=self.run_id)
+        record = self.store.transition(record, Action.DESTROY_SUCCESS, actor=self.actor,
+                                       run_id=self.run_id, outputs={})
+        return Outcome("destroyed", record)
+
+    def _destroy_partial(self, node: Node, record: RecordView, workspace: TofuWorkspace,
+                         resolve, reason: str) -> Outcome:
+        """A failed first apply may have left resources behind: clean them, keep the
+        record in `provision` (the state table allows no other move from there)."""
+        if workspace.path.is_dir():
+            workspace.prepare(record.variables or self.tfvars(node, resolve))
+            workspace.init()
+            workspace.destroy()
+        self.store.audit("destroy_partial_state", actor=self.actor,
+                         pipeline=self.pipeline.name, task=node.name,
+                         environment=self.environment, run_id=self.run_id,
+                         details={"reason": reason})
+        return Outcome("destroyed", record, reason="partial state cleaned")
+
+    def _destroy_failed(self, record: RecordView, exc: BaseException) -> None:
+        self.store.transition(record, Action.DESTROY_FAILURE, actor=self.actor,
+                              run_id=self.run_id, details={"error": str(exc)[-2000:]},
+                              error=str(exc)[-4000:])
+
+    def _destroyed(self, record: RecordView, reason: str, lines: list[str]) -> Outcome:
         record = self.store.transition(record, Action.DESTROY_SUCCESS, actor=self.actor,
                                        run_id=self.run_id, details={"reason": reason},
                                        outputs={}, sensitive_outputs=[], error=None)
         return Outcome("destroyed", record, log_tail="\n".join(lines[-20:]))
+
+    def _request_destroy(self, node: Node, record: RecordView,
+                         workspace: TofuWorkspace) -> Outcome:
+        pending = self.approvals.latest(record, ("destroy",))
+        if pending is not None and pending.status == RequestStatus.PENDING:
+            return self._awaiting(node, record, pending)
+        if record.state == State.PROVISIONED:
+            record = self.store.transition(record, Action.DESTROY_REQUEST, actor=self.actor,
+                                           run_id=self.run_id, details={"reason": "destroy"})
+        workspace.prepare(record.variables)
+        workspace.init()
+        plan, plan_file = workspace.plan(destroy=True)
+        request = self.approvals.request(
+            record, operation=Operation.DESTROY, fingerprint=record.fingerprint or "",
+            plan_file=plan_file, plan_summary=plan.as_dict(),
+            proposed_variables={}, sensitive_variables=set(), requested_by=self.actor,
+            run_id=self.run_id)
+        plan_file.unlink(missing_ok=True)
+        record = self.store.get(self.pipeline.name, node.name, self.environment) or record
+        return self._awaiting(node, record, request, plan)
+
+    def _destroy_approved(self, node: Node, record: RecordView, workspace: TofuWorkspace,
+                          request: ApprovalRequest, lines: list[str]) -> Outcome:
+        try:
+            saved = self.approvals.verified_plan(request)
+        except ApprovalError as exc:
+            self.approvals.mark(request.id, RequestStatus.FAILED, actor=self.actor,
+                                run_id=self.run_id, reason=str(exc))
+            raise TaskFailure(f"{node.name}: {exc}") from None
+        workspace.prepare(record.variables)
+        workspace.init()
+        if workspace.plan_is_stale(saved):
+            self.approvals.mark(request.id, RequestStatus.STALE, actor=self.actor,
+                                run_id=self.run_id,
+                                reason="the state changed after the plan was made")
+            return self._request_destroy(node, record, workspace)
+        self.progress(f"{node.name}: destroying with the plan approved in request "
+                      f"{request.id} by {request.decided_by}")
+        record = self.store.transition(record, Action.DESTROY_START, actor=self.actor,
+                                       run_id=self.run_id, details={"request_id": request.id})
+        try:
+            workspace.apply_saved(saved)
+        except BaseException as exc:
+            self._destroy_failed(record, exc)
+            self.approvals.mark(request.id, RequestStatus.FAILED, actor=self.actor,
+                                run_id=self.run_id, reason=(str(exc) or "failed")[-500:])
+            raise
+        self.approvals.mark(request.id, RequestStatus.APPLIED, actor=self.actor,
+                            run_id=self.run_id)
+        outcome = self._destroyed(record, "destroy", lines)
+        outcome.request_id = request.id
+        return outcome
 
     def run_teardown(self, teardown: str, failed_task: str, error_message: str) -> list[str]:
         """Run a forensic task: destroy its targets (children first) or run its command."""
@@ -560,3 +831,10 @@ class TaskRuntime:
         assert set(builtins) == set(TEARDOWN_BUILTINS)
         self.run_command(node, timeout=node.task.timeout, extra=builtins)
         return []
+
+
+def dependency_payload(blocking: list[RecordView]) -> dict[str, Any]:
+    """The reference's error body when a destroy is blocked by children."""
+    return {"error": "Cannot destroy resource", "reason": "Dependencies exist",
+            "dependencies": [{"resource_id": r.id, "resource_name": r.task, "state": r.state}
+                             for r in blocking]}

@@ -29,3 +29,10 @@ def default_tofu_binary() -> str:
     if override:
         return override
     return "tofu" if shutil.which("tofu") else "terraform"
+
+
+def plans_dir() -> Path:
+    """Saved plans awaiting approval (they hold variable values: kept owner-only)."""
+    path = home() / "plans"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -183,6 +184,7 @@ class TofuWorkspace:
     timeout: float | None = None
 
     PLAN_FILE = "infrakitchen.tfplan"
+    APPROVED_PLAN = "infrakitchen-approved.tfplan"
     VARS_FILE = "terraform.tfvars.json"
     BACKEND_FILE = "infrakitchen_backend_override.tf"
     MANIFEST = ".infrakitchen-module-files"
@@ -286,6 +288,38 @@ class TofuWorkspace:
             lines = [mask(line, self.secrets) for line in done.stderr.splitlines()]
             raise TofuError("output -json", ProcessResult(done.returncode, lines))
         return json.loads(done.stdout or "{}")
+
+    def apply_saved(self, saved_plan: Path) -> ProcessResult:
+        """Apply an approved plan file exactly as it was saved (a copy sits in the workdir)."""
+        target = self.path / self.APPROVED_PLAN
+        shutil.copyfile(saved_plan, target)
+        return self.apply(target)
+
+    def state_identity(self) -> tuple[int, str]:
+        """(serial, lineage) of the current state, read without logging it (it holds
+        output values)."""
+        argv = [self.resource.resolved_binary(), "state", "pull"]
+        done = subprocess.run(argv, cwd=self.path, env=self.env, capture_output=True,
+                              text=True, timeout=self.timeout, check=False)
+        if done.returncode != 0:
+            lines = [mask(line, self.secrets) for line in done.stderr.splitlines()]
+            raise TofuError("state pull", ProcessResult(done.returncode, lines))
+        if not done.stdout.strip():
+            return 0, ""
+        state = json.loads(done.stdout)
+        return int(state.get("serial", 0)), str(state.get("lineage", ""))
+
+    def plan_is_stale(self, plan_file: Path) -> bool:
+        """Whether the state moved since `plan_file` was made.
+
+        The plan embeds the state it was made against; Terraform itself does not refuse a
+        plan made against an empty state once one exists (it would create the resources
+        twice), so the comparison is made here, before anything is applied.
+        """
+        with zipfile.ZipFile(plan_file) as archive:
+            prior = json.loads(archive.read("tfstate"))
+        planned = (int(prior.get("serial", 0)), str(prior.get("lineage", "")))
+        return planned != self.state_identity()
 
     def destroy(self) -> ProcessResult:
         return self.run("destroy", "-input=false", "-no-color", "-auto-approve")

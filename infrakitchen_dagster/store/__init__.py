@@ -72,6 +72,8 @@ class RecordView:
     fingerprint: str | None
     last_run_id: str | None
     error: str | None
+    module_hash: str | None
+    drift: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
 
@@ -104,9 +106,18 @@ class RecordView:
             "fingerprint": self.fingerprint,
             "last_run_id": self.last_run_id,
             "error": self.error,
+            "drift": self.drift,
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
+
+
+class RefusedInTransaction(Exception):
+    """Carries an IllegalTransition out of the transaction it must not commit."""
+
+    def __init__(self, error: IllegalTransition):
+        self.error = error
+        super().__init__(str(error))
 
 
 def _engine(url: str) -> Engine:
@@ -246,33 +257,47 @@ class LifecycleStore:
         run_id: str | None = None,
         details: dict[str, Any] | None = None,
         bump_revision: bool = False,
+        session: Session | None = None,
         **changes: Any,
     ) -> RecordView:
         """Apply `action` (checked by the state machine) and any field `changes` at once.
 
-        A refused transition changes nothing and is audited as refused.
+        A refused transition changes nothing and is audited as refused. Pass `session` to
+        make the change part of a larger transaction (an approval decision, say).
         """
-        with self.session() as session:
-            row = self._row(session, record.pipeline, record.task, record.environment)
-            if row is None:
-                raise IllegalTransition(action, None, None, "an existing record")
-            try:
-                state, status = next_state(action, row.state, row.status)
-            except IllegalTransition as exc:
-                refused = {"refused": str(exc), **(details or {})}
-                self._audit(session, row, f"{action.value}_refused", actor, run_id, refused)
-                session.commit()
-                raise
-            row.state, row.status = state.value, status.value
-            for key, value in changes.items():
-                setattr(row, key, value)
-            if bump_revision:
-                row.revision += 1
-            row.updated_at = utcnow()
-            if run_id:
-                row.last_run_id = run_id
-            self._history(session, row, action, actor, run_id, details or {})
-            return RecordView.of(row)
+        if session is not None:
+            return self._transition(session, record, action, actor, run_id, details,
+                                    bump_revision, changes)
+        try:
+            with self.session() as own:
+                return self._transition(own, record, action, actor, run_id, details,
+                                        bump_revision, changes)
+        except RefusedInTransaction as refused:
+            self.audit(f"{action.value}_refused", actor=actor, pipeline=record.pipeline,
+                       task=record.task, environment=record.environment, run_id=run_id,
+                       details={"refused": str(refused.error), **(details or {})})
+            raise refused.error from None
+
+    def _transition(self, session: Session, record: RecordView, action: Action, actor: str,
+                    run_id: str | None, details: dict[str, Any] | None, bump_revision: bool,
+                    changes: dict[str, Any]) -> RecordView:
+        row = self._row(session, record.pipeline, record.task, record.environment)
+        if row is None:
+            raise IllegalTransition(action, None, None, "an existing record")
+        try:
+            state, status = next_state(action, row.state, row.status)
+        except IllegalTransition as exc:
+            raise RefusedInTransaction(exc) from None
+        row.state, row.status = state.value, status.value
+        for key, value in changes.items():
+            setattr(row, key, value)
+        if bump_revision:
+            row.revision += 1
+        row.updated_at = utcnow()
+        if run_id:
+            row.last_run_id = run_id
+        self._history(session, row, action, actor, run_id, details or {})
+        return RecordView.of(row)
 
     def delete(self, record: RecordView, *, actor: str) -> None:
         """Delete a destroyed record; its revisions go, its audit entries stay archived."""
@@ -311,6 +336,16 @@ class LifecycleStore:
             revision=row.revision if row else None,
             run_id=run_id, details=details, archived=False,
         ))
+
+    def audit_in(self, session: Session, record: RecordView | None, action: str, actor: str,
+                 run_id: str | None, details: dict[str, Any]) -> None:
+        """An audit entry written inside the caller's transaction."""
+        row = session.get(ResourceRecord, record.id) if record else None
+        self._audit(session, row, action, actor, run_id, details)
+
+    def get_in(self, session: Session, resource_id: str) -> RecordView | None:
+        row = session.get(ResourceRecord, resource_id, with_for_update=True)
+        return RecordView.of(row) if row else None
 
     def audit(self, action: str, *, actor: str, pipeline: str | None = None,
               task: str | None = None, environment: str | None = None,

@@ -40,6 +40,8 @@ class ResourceRecord(Base):
     fingerprint: Mapped[str | None] = mapped_column(String(64))
     last_run_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    module_hash: Mapped[str | None] = mapped_column(String(64))
+    drift: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -99,3 +101,50 @@ class TeardownMark(Base):
     pipeline: Mapped[str] = mapped_column(String(200))
     handled_by: Mapped[str] = mapped_column(String(50))
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApprovalRequestRow(Base):
+    """A request to provision, update or destroy one resource, with its saved plan.
+
+    For an update it is also the reference's "temporary state": the proposed variables and
+    their diff live here until the apply merges them into the record.
+    """
+
+    __tablename__ = "ik_approval_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_id: Mapped[str] = mapped_column(String(36), index=True)
+    pipeline: Mapped[str] = mapped_column(String(200), index=True)
+    task: Mapped[str] = mapped_column(String(300))
+    environment: Mapped[str] = mapped_column(String(100))
+    operation: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    plan_summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    plan_sha256: Mapped[str] = mapped_column(String(64))
+    plan_path: Mapped[str] = mapped_column(Text)
+    proposed_variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sensitive_variables: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    diff: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    request_run_id: Mapped[str | None] = mapped_column(String(64))
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decision_seq: Mapped[int | None] = mapped_column(Integer, index=True, unique=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    launched_run_id: Mapped[str | None] = mapped_column(String(64))
+    applied_run_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GrantRow(Base):
+    """A role on a pipeline; the TOML `owners` are owners without a row."""
+
+    __tablename__ = "ik_grants"
+
+    pipeline: Mapped[str] = mapped_column(String(200), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+    granted_by: Mapped[str] = mapped_column(String(200))
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,464 @@
+"""Approval requests, decisions and roles (the reference's "Approval" step and its roles).
+
+A request pins one saved plan (by sha256) to one resource and one configuration
+fingerprint. Only a request that an owner or admin approved is ever applied, and only by
+applying exactly that file; anything that changed since (configuration, state) makes the
+request `stale` and a new one is needed. Who may do what is decided here too, so the `ik`
+commands, the Dagster assets and the Python API enforce the same rules.
+
+Identity is whatever principal the caller names (`--as`, `INFRAKITCHEN_USER`, the run's
+`infrakitchen/user` tag, the OS user): this is authorisation, not authentication.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from . import settings
+from .store import (
+    SENSITIVE,
+    IllegalTransition,
+    LifecycleStore,
+    RecordView,
+    RefusedInTransaction,
+)
+from .store.lifecycle import Action
+from .store.models import ApprovalRequestRow, GrantRow, utcnow
+
+# -- roles --------------------------------------------------------------------------------
+
+
+class Role(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+    OWNER = "owner"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+
+class Permission(StrEnum):
+    VIEW = "view"
+    REQUEST = "request"  # provision, update, request a destroy
+    APPROVE = "approve"
+    DESTROY = "destroy"  # destroy without an approval flow (the reference: admin)
+    DELETE = "delete"
+    GRANT = "grant"
+
+
+#: The reference's role table, plus the admin-only actions of its Destroy and Delete steps.
+MINIMUM_ROLE: dict[Permission, Role] = {
+    Permission.VIEW: Role.READ,
+    Permission.REQUEST: Role.WRITE,
+    Permission.APPROVE: Role.ADMIN,
+    Permission.DESTROY: Role.ADMIN,
+    Permission.DELETE: Role.ADMIN,
+    Permission.GRANT: Role.ADMIN,
+}
+
+
+class PermissionDenied(Exception):
+    """The principal's role on the pipeline does not allow the action."""
+
+
+class ApprovalError(Exception):
+    """A decision that cannot be taken (unknown request, already decided, ...)."""
+
+
+class AccessControl:
+    """Roles per pipeline: the TOML `owners` plus grants stored with `ik grant`.
+
+    A pipeline with neither is open: everyone acts as admin (what a single engineer on a
+    laptop expects). Declaring an owner or granting any role closes it. A pipeline with an
+    approval flow must name owners (`ik validate` refuses it otherwise).
+    """
+
+    def __init__(self, store: LifecycleStore):
+        self.store = store
+
+    def grants(self, pipeline: str) -> dict[str, Role]:
+        with self.store.session() as session:
+            rows = session.scalars(select(GrantRow).where(GrantRow.pipeline == pipeline))
+            return {r.principal: Role(r.role) for r in rows}
+
+    def role(self, pipeline: str, principal: str, owners: Sequence[str]) -> Role | None:
+        grants = self.grants(pipeline)
+        if principal in owners:
+            return Role.OWNER
+        if not owners and not grants:
+            return Role.ADMIN
+        return grants.get(principal)
+
+    def allows(self, permission: Permission, pipeline: str, principal: str,
+               owners: Sequence[str]) -> bool:
+        role = self.role(pipeline, principal, owners)
+        return role is not None and role.rank >= MINIMUM_ROLE[permission].rank
+
+    def require(self, permission: Permission, pipeline: str, principal: str,
+                owners: Sequence[str], what: str = "") -> Role:
+        role = self.role(pipeline, principal, owners)
+        needed = MINIMUM_ROLE[permission]
+        if role is None or role.rank < needed.rank:
+            self.store.audit(f"{permission.value}_denied", actor=principal, pipeline=pipeline,
+                             details={"role": role.value if role else None,
+                                      "needs": needed.value, "what": what})
+            held = f"has role {role.value}" if role else "has no role"
+            raise PermissionDenied(
+                f"{principal!r} {held} on pipeline {pipeline!r}; {permission.value}"
+                f"{' ' + what if what else ''} needs {needed.value} or above")
+        return role
+
+    def grant(self, pipeline: str, principal: str, role: Role, *, actor: str,
+              owners: Sequence[str]) -> None:
+        held = self.require(Permission.GRANT, pipeline, actor, owners, f"of {role.value}")
+        if role == Role.OWNER and held != Role.OWNER:
+            raise PermissionDenied(f"only an owner may grant owner on {pipeline!r}")
+        with self.store.session() as session:
+            row = session.get(GrantRow, (pipeline, principal))
+            if row is None:
+                row = GrantRow(pipeline=pipeline, principal=principal)
+                session.add(row)
+            row.role, row.granted_by, row.granted_at = role.value, actor, utcnow()
+        self.store.audit("grant", actor=actor, pipeline=pipeline,
+                         details={"principal": principal, "role": role.value})
+
+    def revoke(self, pipeline: str, principal: str, *, actor: str,
+               owners: Sequence[str]) -> bool:
+        self.require(Permission.GRANT, pipeline, actor, owners, "(revoke)")
+        with self.store.session() as session:
+            row = session.get(GrantRow, (pipeline, principal))
+            if row is None:
+                return False
+            session.delete(row)
+        self.store.audit("revoke", actor=actor, pipeline=pipeline,
+                         details={"principal": principal})
+        return True
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    LAUNCHED = "launched"
+    APPLIED = "applied"
+    STALE = "stale"
+    FAILED = "failed"
+
+
+class Operation(StrEnum):
+    PROVISION = "provision"
+    UPDATE = "update"
+    DESTROY = "destroy"
+
+
+OPEN = (RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.LAUNCHED)
+#: run tag naming the request a run was launched for (set by the approvals sensor)
+REQUEST_TAG = "infrakitchen/approval_request"
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """A detached copy of a request row."""
+
+    id: int
+    resource_id: str
+    pipeline: str
+    task: str
+    environment: str
+    operation: str
+    status: str
+    fingerprint: str
+    plan_summary: dict[str, int]
+    plan_sha256: str
+    plan_path: str
+    proposed_variables: dict[str, Any]
+    sensitive_variables: list[str]
+    diff: dict[str, Any]
+    requested_by: str
+    requested_at: datetime
+    request_run_id: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_seq: int | None
+    reason: str | None
+    launched_run_id: str | None
+    applied_run_id: str | None
+
+    @classmethod
+    def of(cls, row: ApprovalRequestRow) -> ApprovalRequest:
+        return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
+
+    def public(self) -> dict[str, Any]:
+        """The `ik approvals --json` shape; proposed secrets are masked, the diff already is."""
+        return {
+            "id": self.id, "pipeline": self.pipeline, "task": self.task,
+            "environment": self.environment, "operation": self.operation,
+            "status": self.status, "requested_by": self.requested_by,
+            "requested_at": self.requested_at.isoformat(),
+            "decided_by": self.decided_by,
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            "reason": self.reason, "plan_summary": self.plan_summary,
+            "plan_sha256": self.plan_sha256, "fingerprint": self.fingerprint,
+            "diff": self.diff,
+            "proposed_variables": {k: (SENSITIVE if k in self.sensitive_variables else v)
+                                   for k, v in self.proposed_variables.items()},
+            "request_run_id": self.request_run_id, "launched_run_id": self.launched_run_id,
+            "applied_run_id": self.applied_run_id,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def variables_diff(old: dict[str, Any], new: dict[str, Any], sensitive: set[str]
+                   ) -> dict[str, Any]:
+    """name -> {old, new} for every changed variable; secrets shown as "(sensitive)"."""
+    diff: dict[str, Any] = {}
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) == new.get(name):
+            continue
+        secret = name in sensitive
+        diff[name] = {side: (SENSITIVE if secret and name in values else values.get(name))
+                      for side, values in (("old", old), ("new", new))}
+    return diff
+
+
+class Approvals:
+    """Requests and decisions, stored beside the records they are about."""
+
+    def __init__(self, store: LifecycleStore):
+        self.store = store
+        self.access = AccessControl(store)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, request_id: int) -> ApprovalRequest | None:
+        with self.store.session() as session:
+            row = session.get(ApprovalRequestRow, request_id)
+            return ApprovalRequest.of(row) if row else None
+
+    def list(self, pipeline: str | None = None, statuses: Sequence[str] = ()
+             ) -> list[ApprovalRequest]:
+        with self.store.session() as session:
+            query = select(ApprovalRequestRow).order_by(ApprovalRequestRow.id)
+            if pipeline:
+                query = query.where(ApprovalRequestRow.pipeline == pipeline)
+            if statuses:
+                query = query.where(ApprovalRequestRow.status.in_(list(statuses)))
+            return [ApprovalRequest.of(r) for r in session.scalars(query)]
+
+    def latest(self, record: RecordView, operations: Sequence[str]) -> ApprovalRequest | None:
+        """The newest request about `record` for one of `operations`."""
+        with self.store.session() as session:
+            row = session.scalar(
+                select(ApprovalRequestRow)
+                .where(ApprovalRequestRow.resource_id == record.id,
+                       ApprovalRequestRow.operation.in_(list(operations)))
+                .order_by(ApprovalRequestRow.id.desc()).limit(1))
+            return ApprovalRequest.of(row) if row else None
+
+    def open_for(self, record: RecordView) -> list[ApprovalRequest]:
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(ApprovalRequestRow)
+                .where(ApprovalRequestRow.resource_id == record.id,
+                       ApprovalRequestRow.status.in_([s.value for s in OPEN]))
+                .order_by(ApprovalRequestRow.id))
+            return [ApprovalRequest.of(r) for r in rows]
+
+    def decided_after(self, seq: int, limit: int = 100) -> list[ApprovalRequest]:
+        """Decisions newer than the cursor `seq`, oldest first (the sensor's read)."""
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(ApprovalRequestRow)
+                .where(ApprovalRequestRow.decision_seq > seq)
+                .order_by(ApprovalRequestRow.decision_seq).limit(limit))
+            return [ApprovalRequest.of(r) for r in rows]
+
+    # -- requesting -------------------------------------------------------------------
+
+    def request(self, record: RecordView, *, operation: Operation, fingerprint: str,
+                plan_file: Path, plan_summary: dict[str, int],
+                proposed_variables: dict[str, Any], sensitive_variables: set[str],
+                requested_by: str, run_id: str | None) -> ApprovalRequest:
+        """Record a pending request, keep a copy of its plan, retire older open ones.
+
+        Provision and destroy requests put the record in `approval_pending`; an update
+        request leaves the record as it is (it is the temporary state).
+        """
+        diff = (variables_diff(record.variables, proposed_variables,
+                               sensitive_variables | set(record.sensitive_variables))
+                if operation == Operation.UPDATE else {})
+        with self.store.session() as session:
+            self._retire_open(session, record.id, "superseded by a newer request")
+            row = ApprovalRequestRow(
+                resource_id=record.id, pipeline=record.pipeline, task=record.task,
+                environment=record.environment, operation=operation.value,
+                status=RequestStatus.PENDING.value, fingerprint=fingerprint,
+                plan_summary=plan_summary, plan_sha256="", plan_path="",
+                proposed_variables=proposed_variables,
+                sensitive_variables=sorted(sensitive_variables), diff=diff,
+                requested_by=requested_by, requested_at=utcnow(), request_run_id=run_id,
+                updated_at=utcnow())
+            session.add(row)
+            session.flush()
+            saved = settings.plans_dir() / f"request-{row.id}.tfplan"
+            shutil.copyfile(plan_file, saved)
+            os.chmod(saved, 0o600)
+            row.plan_path, row.plan_sha256 = str(saved), sha256_file(saved)
+            details = {"request_id": row.id, "operation": operation.value,
+                       "plan_summary": plan_summary, "plan_sha256": row.plan_sha256,
+                       "diff": diff}
+            if operation == Operation.UPDATE:
+                self.store.audit_in(session, record, Action.REQUEST_APPROVAL.value,
+                                    requested_by, run_id, details)
+            else:
+                self._transition(session, record, Action.REQUEST_APPROVAL, requested_by,
+                                 run_id, details)
+            return ApprovalRequest.of(row)
+
+    def _retire_open(self, session: Session, resource_id: str, reason: str) -> None:
+        rows = session.scalars(select(ApprovalRequestRow).where(
+            ApprovalRequestRow.resource_id == resource_id,
+            ApprovalRequestRow.status.in_([s.value for s in OPEN])))
+        for row in rows:
+            row.status, row.reason, row.updated_at = RequestStatus.STALE.value, reason, utcnow()
+            Path(row.plan_path).unlink(missing_ok=True)
+
+    def _transition(self, session: Session, record: RecordView, action: Action, actor: str,
+                    run_id: str | None, details: dict[str, Any]) -> RecordView:
+        try:
+            return self.store.transition(record, action, actor=actor, run_id=run_id,
+                                         details=details, session=session)
+        except RefusedInTransaction as refused:
+            raise refused.error from None
+
+    # -- deciding ---------------------------------------------------------------------
+
+    def decide(self, request_id: int, *, approve: bool, actor: str, owners: Sequence[str],
+               reason: str | None = None) -> ApprovalRequest:
+        """Approve or reject a pending request (owner or admin only; once)."""
+        current = self.get(request_id)
+        if current is None:
+            raise ApprovalError(f"no approval request {request_id}")
+        self.access.require(Permission.APPROVE, current.pipeline, actor, owners,
+                            f"request {request_id}")
+        if not approve and not (reason or "").strip():
+            raise ApprovalError("a rejection needs a reason (--reason)")
+        try:
+            with self.store.session() as session:
+                self._lock_decisions(session)
+                row = session.get(ApprovalRequestRow, request_id, with_for_update=True)
+                assert row is not None
+                if row.status != RequestStatus.PENDING:
+                    by = f" by {row.decided_by}" if row.decided_by else ""
+                    raise ApprovalError(f"request {request_id} is already {row.status}{by}; "
+                                        "a decided request cannot be decided again")
+                record = self.store.get_in(session, row.resource_id)
+                if record is None:
+                    raise ApprovalError(f"the resource of request {request_id} is gone")
+                row.status = (RequestStatus.APPROVED if approve else RequestStatus.REJECTED).value
+                row.decided_by, row.decided_at, row.updated_at = actor, utcnow(), utcnow()
+                row.reason = reason
+                row.decision_seq = (session.scalar(
+                    select(func.max(ApprovalRequestRow.decision_seq))) or 0) + 1
+                details = {"request_id": row.id, "operation": row.operation,
+                           "plan_sha256": row.plan_sha256, "reason": reason}
+                self._apply_decision(session, row, record, approve, actor, details)
+                return ApprovalRequest.of(row)
+        except IllegalTransition as exc:
+            raise ApprovalError(f"request {request_id}: {exc}") from None
+
+    def _apply_decision(self, session: Session, row: ApprovalRequestRow, record: RecordView,
+                        approve: bool, actor: str, details: dict[str, Any]) -> None:
+        action = Action.APPROVE if approve else Action.REJECT
+        if row.operation == Operation.UPDATE:
+            # the record never left provisioned/done: the decision is about the temp state
+            if not approve:
+                Path(row.plan_path).unlink(missing_ok=True)
+                row.proposed_variables, row.diff = {}, {}
+                details["discarded"] = True
+            self.store.audit_in(session, record, action.value, actor, None, details)
+            return
+        record = self._transition(session, record, action, actor, None, details)
+        if not approve:
+            Path(row.plan_path).unlink(missing_ok=True)
+            if row.operation == Operation.DESTROY:
+                # the reference: a rejected destroy returns the resource to provisioned
+                self._transition(session, record, Action.CANCEL_DESTROY, actor, None,
+                                 {"request_id": row.id})
+
+    def _lock_decisions(self, session: Session) -> None:
+        """Decisions take their sequence numbers one at a time, so the sensor's cursor
+        never skips one that commits late."""
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            session.execute(select(func.pg_advisory_xact_lock(727275)))
+
+    # -- running ----------------------------------------------------------------------
+
+    def claim_for_launch(self, request_id: int, run_key: str) -> bool:
+        """Move approved -> launched; True for exactly one caller (two sensors racing)."""
+        with self.store.session() as session:
+            result = session.execute(
+                update(ApprovalRequestRow)
+                .where(ApprovalRequestRow.id == request_id,
+                       ApprovalRequestRow.status == RequestStatus.APPROVED.value)
+                .values(status=RequestStatus.LAUNCHED.value, launched_run_id=run_key,
+                        updated_at=utcnow()))
+            return result.rowcount == 1
+
+    def mark(self, request_id: int, status: RequestStatus, *, actor: str,
+             run_id: str | None = None, reason: str | None = None) -> None:
+        with self.store.session() as session:
+            row = session.get(ApprovalRequestRow, request_id, with_for_update=True)
+            if row is None:
+                return
+            row.status, row.updated_at = status.value, utcnow()
+            if reason:
+                row.reason = reason
+            if status == RequestStatus.APPLIED:
+                row.applied_run_id = run_id
+                Path(row.plan_path).unlink(missing_ok=True)
+            record = self.store.get_in(session, row.resource_id)
+            self.store.audit_in(session, record, f"request_{status.value}", actor, run_id,
+                                {"request_id": row.id, "operation": row.operation,
+                                 **({"reason": reason} if reason else {})})
+
+    def verified_plan(self, request: ApprovalRequest) -> Path:
+        """The saved plan of `request`, after checking it is the very file approved."""
+        path = Path(request.plan_path)
+        if not path.is_file():
+            raise ApprovalError(f"the saved plan of request {request.id} is missing "
+                                f"({path}); a new request is needed")
+        actual = sha256_file(path)
+        if actual != request.plan_sha256:
+            raise ApprovalError(f"the saved plan of request {request.id} changed after "
+                                f"approval (sha256 {actual[:12]}… != {request.plan_sha256[:12]}…)"
+                                "; refusing to apply it")
+        return path
+
+
+def gated(pipeline_approval: bool, task_approval: bool | None) -> bool:
+    """A task's own `approval` wins over the pipeline's."""
+    return pipeline_approval if task_approval is None else task_approval
