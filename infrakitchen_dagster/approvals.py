@@ -417,16 +417,23 @@ class Approvals:
 
     # -- running ----------------------------------------------------------------------
 
-    def claim_for_launch(self, request_id: int, run_key: str) -> bool:
-        """Move approved -> launched; True for exactly one caller (two sensors racing)."""
+    def claim_for_launch(self, request_id: int) -> bool:
+        """Move approved -> launched; True for exactly one caller (two sensors racing,
+        a restarted daemon that lost its cursor)."""
         with self.store.session() as session:
             result = session.execute(
                 update(ApprovalRequestRow)
                 .where(ApprovalRequestRow.id == request_id,
                        ApprovalRequestRow.status == RequestStatus.APPROVED.value)
-                .values(status=RequestStatus.LAUNCHED.value, launched_run_id=run_key,
-                        updated_at=utcnow()))
+                .values(status=RequestStatus.LAUNCHED.value, updated_at=utcnow()))
             return result.rowcount == 1
+
+    def mark_launched_run(self, request_id: int, run_id: str) -> None:
+        """The run applying a request says which run it is (shown by `ik approvals`)."""
+        with self.store.session() as session:
+            row = session.get(ApprovalRequestRow, request_id)
+            if row is not None and row.launched_run_id is None:
+                row.launched_run_id = run_id
 
     def mark(self, request_id: int, status: RequestStatus, *, actor: str,
              run_id: str | None = None, reason: str | None = None) -> None:

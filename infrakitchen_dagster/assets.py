@@ -11,8 +11,10 @@ from dagster import (
     AssetKey,
     AssetObservation,
     AssetsDefinition,
+    AssetSelection,
     Config,
     DagsterRunStatus,
+    DefaultScheduleStatus,
     ExecutorDefinition,
     Failure,
     GraphDefinition,
@@ -27,6 +29,9 @@ from dagster import (
     Out,
     Output,
     RetryPolicy,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
     StaticPartitionsDefinition,
     define_asset_job,
     failure_hook,
@@ -34,9 +39,11 @@ from dagster import (
     multi_asset,
     multiprocess_executor,
     op,
+    schedule,
 )
 from dagster import DependencyDefinition as Dep
 
+from .checks import build_drift_check, build_drift_job
 from .graph import Node, PipelineGraph
 from .interpolation import InterpolationError
 from .process import ProcessTimeout
@@ -47,6 +54,8 @@ from .tofu import TofuError, TofuResource
 from .translator import InfraKitchenTranslator
 
 PIPELINE_TAG = "infrakitchen/pipeline"
+#: the run queue limits concurrent applies per state backend with this tag (deploy/)
+BACKEND_TAG = "infrakitchen/state-backend"
 #: outcomes after which the asset is not materialised (its downstream is skipped)
 NOT_MATERIALISED = ("skipped", "approval_pending", "rejected")
 _TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -57,6 +66,8 @@ class PipelineDefinitions:
     graph: PipelineGraph
     assets: list[AssetsDefinition] = field(default_factory=list)
     jobs: list[Any] = field(default_factory=list)
+    checks: list[Any] = field(default_factory=list)
+    schedules: list[Any] = field(default_factory=list)
     partitions: StaticPartitionsDefinition | None = None
 
     @property
@@ -216,6 +227,15 @@ def build_teardown_job(graph: PipelineGraph) -> JobDefinition | None:
     @op(name=f"{prefix}__global_teardown", tags={PIPELINE_TAG: graph.pipeline.name})
     def _global_teardown(context: OpExecutionContext, config: TeardownConfig,
                          tofu: TofuResource, infrakitchen: InfraKitchenResource) -> None:
+        failed = (context.instance.get_run_by_id(config.failed_run_id)
+                  if config.failed_run_id else None)
+        if (failed is None or failed.status != DagsterRunStatus.FAILURE
+                or failed.tags.get(PIPELINE_TAG) != graph.pipeline.name):
+            # it destroys without approval, so it must not be a way around the approval flow
+            raise Failure(description=(
+                f"the global teardown runs only for a failed run of {graph.pipeline.name} "
+                f"(failed_run_id {config.failed_run_id or 'not set'} is not one); refusing"),
+                allow_retries=False)
         runtime = make_runtime(graph, context, tofu, infrakitchen, config.environment)
         context.log.warning(f"global teardown {teardown!r} for failed run "
                             f"{config.failed_run_id or '?'} (task {config.failed_task or '?'})")
@@ -248,7 +268,8 @@ def build_destroy_job(graph: PipelineGraph, partitions: StaticPartitionsDefiniti
         }
     return GraphDefinition(name=f"{prefix}__destroy", node_defs=node_defs,
                            dependencies=deps).to_job(
-        tags={PIPELINE_TAG: graph.pipeline.name, "infrakitchen/job": "destroy"},
+        tags={PIPELINE_TAG: graph.pipeline.name, "infrakitchen/job": "destroy",
+              BACKEND_TAG: graph.pipeline.backend.type},
         partitions_def=partitions, executor_def=in_process_executor,
         description=f"Destroy every resource of {graph.pipeline.name}, children first",
     )
@@ -346,15 +367,53 @@ def build_pipeline(graph: PipelineGraph, translator: InfraKitchenTranslator | No
         result.assets.append(build_task_asset(graph, graph.nodes[name], translator, partitions))
     keys = [translator.get_asset_key(graph, graph.nodes[n]) for n in graph.order]
     result.jobs.append(define_asset_job(
-        name=result.provision_job_name, selection=keys, partitions_def=partitions,
+        # drift checks run on their own schedule, not after every apply
+        name=result.provision_job_name, selection=AssetSelection.assets(*keys).without_checks(),
+        partitions_def=partitions,
         executor_def=choose_executor(graph, executor),
-        tags={PIPELINE_TAG: pipeline.name, "infrakitchen/job": "provision"},
+        tags={PIPELINE_TAG: pipeline.name, "infrakitchen/job": "provision",
+              BACKEND_TAG: pipeline.backend.type},
         description=pipeline.description or f"Provision {pipeline.name}",
     ))
     if graph.resources:
         result.jobs.append(build_plan_job(graph, partitions, translator))
         result.jobs.append(build_destroy_job(graph, partitions, translator))
+        resource_keys = []
+        for name in graph.resources:
+            key = translator.get_asset_key(graph, graph.nodes[name])
+            result.checks.append(build_drift_check(graph, graph.nodes[name], key))
+            resource_keys.append(key)
+        drift_job = build_drift_job(graph, resource_keys)
+        result.jobs.append(drift_job)
+        if pipeline.drift_schedule:
+            result.schedules.append(ScheduleDefinition(
+                name=f"{pipeline.job_prefix}__drift", cron_schedule=pipeline.drift_schedule,
+                job=drift_job, default_status=DefaultScheduleStatus.RUNNING,
+                description=f"Drift checks of {pipeline.name} ({pipeline.drift_schedule})"))
+    result.schedules.extend(build_trigger_schedules(graph, result.jobs[0]))
     teardown = build_teardown_job(graph)
     if teardown is not None:
         result.jobs.append(teardown)
     return result
+
+
+def build_trigger_schedules(graph: PipelineGraph, provision_job: Any) -> list[Any]:
+    """wf `cron` triggers: the provision job on a schedule, every environment once."""
+    schedules = []
+    environments = list(graph.pipeline.environments)
+    crons = [t.schedule for t in graph.pipeline.triggers if t.type == "cron" and t.schedule]
+    for index, cron in enumerate(crons):
+
+        @schedule(name=f"{graph.pipeline.job_prefix}__cron_{index}", cron_schedule=cron,
+                  job=provision_job, default_status=DefaultScheduleStatus.RUNNING,
+                  description=f"wf cron trigger {cron!r}")
+        def _trigger(context: ScheduleEvaluationContext):
+            stamp = context.scheduled_execution_time.isoformat()
+            if not environments:
+                return [RunRequest(run_key=stamp, tags={"infrakitchen/user": "schedule"})]
+            return [RunRequest(run_key=f"{stamp}-{env}", partition_key=env,
+                               tags={"infrakitchen/user": "schedule"})
+                    for env in environments]
+
+        schedules.append(_trigger)
+    return schedules

@@ -17,7 +17,7 @@ from . import settings
 from .assets import PipelineDefinitions, build_pipeline
 from .graph import PipelineGraph, load_graph
 from .resources import InfraKitchenResource
-from .sensors import build_run_failure_sensor
+from .sensors import build_approvals_sensor, build_run_failure_sensor
 from .spec import PipelineError
 from .tofu import TofuResource
 from .translator import InfraKitchenTranslator
@@ -70,10 +70,18 @@ def build_definitions(
     jobs = [j for b in built for j in b.jobs]
     teardown_jobs = [j for j in jobs if isinstance(j, JobDefinition)
                      and j.name.endswith("__teardown")]
-    sensors = [build_run_failure_sensor(graphs, teardown_jobs)] if teardown_jobs else []
+    sensors = [build_run_failure_sensor(graphs, teardown_jobs)] if graphs else []
+    translator = translator or InfraKitchenTranslator()
+    keys = {(g.pipeline.name, n.name): translator.get_asset_key(g, n)
+            for g in graphs.values() for n in g.nodes.values()}
+    launchable = [j for j in jobs if j.name.endswith(("__provision", "__destroy"))]
+    if launchable:
+        sensors.append(build_approvals_sensor(graphs, keys, launchable))
     return Definitions(
         assets=assets,
+        asset_checks=[c for b in built for c in b.checks],
         jobs=jobs,
+        schedules=[s for b in built for s in b.schedules],
         sensors=sensors,
         resources={
             "tofu": tofu or TofuResource(),

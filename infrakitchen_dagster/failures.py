@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from dagster import DagsterEventType, DagsterInstance, DagsterRun
 
 from .graph import PipelineGraph
+from .process import reap_processes_in
 from .store import LifecycleStore, Status
 from .store.lifecycle import Action
+from .tofu import TofuResource
 
 PIPELINE_TAG = "infrakitchen/pipeline"
 
@@ -58,8 +60,11 @@ def mark_crashed_resources(store: LifecycleStore, run: DagsterRun, pipeline: str
     marked = []
     for record in store.records(pipeline):
         if record.status == Status.IN_PROGRESS and record.last_run_id == run.run_id:
+            reaped = reap_processes_in(
+                TofuResource().working_dir(pipeline, record.environment, record.task))
             store.transition(record, Action.MARK_ERROR, actor=actor, run_id=run.run_id,
-                             details={"crashed_run_id": run.run_id},
+                             details={"crashed_run_id": run.run_id,
+                                      "stray_processes_killed": len(reaped)},
                              error=f"run {run.run_id} ended while this resource was in progress")
             marked.append(record.task)
     return marked

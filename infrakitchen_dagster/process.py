@@ -10,6 +10,7 @@ because Dagster's log handlers are not meant to be fed from arbitrary threads.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import signal
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .interpolation import mask
 
@@ -75,6 +77,51 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the run worker dies.
+
+    The child has its own process group (so a timeout can stop its whole tree), which
+    also means a killed worker would leave tofu running, holding the state lock. With
+    this, tofu is interrupted the way Ctrl-C would: it stops, writes state and unlocks.
+    Linux only; elsewhere a no-op.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def reap_processes_in(directory: Path) -> list[int]:
+    """SIGKILL every process whose working directory is `directory` (or below it).
+
+    For a resource whose run died: tofu's provider plugins and provisioner commands can
+    outlive a killed worker (tofu itself dies of the broken pipe without stopping them).
+    Only called once the run that owned the directory is known to be dead.
+    """
+    target = str(directory.resolve())
+    killed: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return killed
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd").removesuffix(" (deleted)")
+        except OSError:
+            continue
+        if cwd == target or cwd.startswith(target + os.sep):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
+    return killed
+
+
 def stop_process_tree(proc: subprocess.Popen, grace: float) -> None:
     """SIGINT the group, wait up to `grace`, then SIGKILL the group and any escapee."""
     descendants = _children_of(proc.pid)
@@ -118,7 +165,7 @@ def run_streaming(
     started = time.monotonic()
     proc = subprocess.Popen(
         list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
     )
     lines_q: queue.Queue[str | None] = queue.Queue()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from .interpolation import (
     render_value,
     to_text,
 )
-from .process import ProcessResult, run_streaming
+from .process import ProcessResult, reap_processes_in, run_streaming
 from .spec import FromEnv
 from .store import LifecycleStore, RecordView, State, Status
 from .store.lifecycle import Action
@@ -46,6 +47,7 @@ from .tofu import (
     PlanSummary,
     TofuResource,
     TofuWorkspace,
+    module_required_variables,
     module_sensitive_variables,
 )
 
@@ -86,6 +88,18 @@ class _Change:
     lines: list[str]
 
 
+@dataclass(frozen=True)
+class Drift:
+    drifted: bool
+    plan: PlanSummary
+    changes: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"drifted": self.drifted, "plan": self.plan.as_dict(), "changes": self.changes}
+
+
+#: "  # null_resource.this will be created" -> (address, what happens)
+_PLANNED_CHANGE = re.compile(r"^\s*# (\S+) (.*\b(?:will|must) be\b.*)$")
 PROVISION_OPS = (Operation.PROVISION.value, Operation.UPDATE.value)
 
 
@@ -274,6 +288,8 @@ class TaskRuntime:
         ):
             self.progress(
                 f"{node.name}: run {record.last_run_id} died mid-operation; marking error")
+            reap_processes_in(self.tofu.working_dir(self.pipeline.name, self.environment,
+                                                    node.asset_name))
             record = self.store.transition(
                 record, Action.MARK_ERROR, actor=self.actor, run_id=self.run_id,
                 details={"crashed_run_id": record.last_run_id},
@@ -286,6 +302,17 @@ class TaskRuntime:
             if record is None or record.state != State.PROVISIONED:
                 state = f"{record.state}/{record.status}" if record else "not created"
                 raise TaskFailure(f"parent {parent!r} must be provisioned first (it is {state})")
+
+    def _check_required(self, node: Node, variables: dict[str, Any]) -> None:
+        """The reference's "required variables must be provided", before tofu would ask."""
+        directory = self.graph.module_dir(node.name)
+        if node.kind != "resource" or directory is None:
+            return
+        missing = sorted(module_required_variables(directory) - set(variables))
+        if missing:
+            raise TaskFailure(f"module {node.task.module!r} requires variables that are not "
+                              f"set: {', '.join(missing)} (set them under `variables`, or "
+                              "inherit them through dependency_configs)")
 
     def _check_frozen_and_unique(self, node: Node, record: RecordView,
                                  variables: dict[str, Any]) -> None:
@@ -361,6 +388,7 @@ class TaskRuntime:
         try:
             self._check_parents(node)
             variables = self.tfvars(node, resolve)
+            self._check_required(node, variables)
             env, env_secrets = self._render_env(node, resolve)
             backend = self.backend(node, resolve)
             self._check_frozen_and_unique(node, record, variables)
@@ -525,6 +553,8 @@ class TaskRuntime:
                                 run_id=self.run_id,
                                 reason="the state changed after the plan was made")
             return self._request(node, record, change)
+        if self.run_id:
+            self.approvals.mark_launched_run(request.id, self.run_id)
         self.progress(f"{node.name}: applying the plan approved in request {request.id} "
                       f"by {request.decided_by} (sha256 {request.plan_sha256[:12]}…)")
         record = self._recreate_if_needed(record)
@@ -554,6 +584,29 @@ class TaskRuntime:
         workspace.init()
         summary, _ = workspace.plan()
         return summary
+
+    def drift(self, node: Node) -> Drift | None:
+        """`plan -detailed-exitcode` against the applied values: does reality still match?
+
+        Plans with the variables the record was applied with, so a pending configuration
+        change is not mistaken for drift. None when there is nothing provisioned to check.
+        """
+        record = self.store.get(self.pipeline.name, node.name, self.environment)
+        if record is None or record.state != State.PROVISIONED or node.kind != "resource":
+            return None
+        resolve, secrets = self.resolver(node)
+        env, env_secrets = self._render_env(node, resolve)
+        workspace = self._workspace(node, backend=self.backend(node, resolve), env=env,
+                                    secrets=secrets | env_secrets | set(record.secrets),
+                                    timeout=node.task.timeout)
+        workspace.prepare(record.variables)
+        workspace.init()
+        code, summary, result = workspace.detailed_plan()
+        changes = [f"{m.group(1)} {m.group(2)}" for line in result.lines
+                   if (m := _PLANNED_CHANGE.match(line))]
+        drift = Drift(drifted=code == 2, plan=summary, changes=changes)
+        self.store.record_drift(record, drift.as_dict(), actor=self.actor, run_id=self.run_id)
+        return drift
 
     def _record_abstract(self, node: Node, record: RecordView, variables: dict[str, Any],
                          sensitive: set[str], fingerprint: str) -> Outcome:

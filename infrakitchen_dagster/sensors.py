@@ -1,23 +1,88 @@
-"""Sensors: the run-failure sensor that launches the global teardown of a failed run."""
+"""Sensors: approved requests become runs; failed runs get their teardown and records.
+
+`infrakitchen_approvals` reads decisions past its cursor (never every request), claims
+each approved one in the store (approved -> launched, so two sensors racing on one
+database launch it once) and asks for one run per request with run key = request id.
+`infrakitchen_run_failures` marks what a dead run left `in_progress` as `error`, fails the
+approval request it carried and requests the global teardown.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from dagster import (
+    AssetKey,
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunRequest,
     SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
     SkipReason,
     run_failure_sensor,
+    sensor,
 )
 
+from .approvals import REQUEST_TAG, ApprovalRequest, Approvals, RequestStatus
 from .failures import PIPELINE_TAG, judge_failed_run, mark_crashed_resources
 from .graph import PipelineGraph
 from .store import LifecycleStore
 
 RUN_FAILURE_SENSOR = "infrakitchen_run_failures"
+APPROVALS_SENSOR = "infrakitchen_approvals"
+
+
+def approval_run_request(graph: PipelineGraph, request: ApprovalRequest,
+                         key: AssetKey) -> RunRequest:
+    """The run that applies one approved request: its job, asset or task, partition."""
+    prefix = graph.pipeline.job_prefix
+    tags = {REQUEST_TAG: str(request.id), PIPELINE_TAG: graph.pipeline.name,
+            "infrakitchen/user": request.requested_by,
+            "infrakitchen/approved_by": request.decided_by or ""}
+    partition = request.environment if graph.pipeline.environments else None
+    if request.operation == "destroy":
+        return RunRequest(
+            run_key=str(request.id), job_name=f"{prefix}__destroy", partition_key=partition,
+            run_config={"resources": {"infrakitchen": {"config": {"tasks": [request.task]}}}},
+            tags=tags)
+    return RunRequest(run_key=str(request.id), job_name=f"{prefix}__provision",
+                      asset_selection=[key], partition_key=partition, tags=tags)
+
+
+def build_approvals_sensor(graphs: Mapping[str, PipelineGraph],
+                           keys: Mapping[tuple[str, str], AssetKey], jobs: list
+                           ) -> SensorDefinition:
+    """One run per approved request, launched once; cursor = last decision seen."""
+
+    @sensor(name=APPROVALS_SENSOR, jobs=jobs, default_status=DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=5,
+            description="Launches the run that applies each approved request, once")
+    def _sensor(context: SensorEvaluationContext) -> SensorResult:
+        cursor = int(context.cursor or 0)
+        approvals = Approvals(LifecycleStore())
+        requests: list[RunRequest] = []
+        skipped: list[str] = []
+        for request in approvals.decided_after(cursor):
+            cursor = max(cursor, request.decision_seq or 0)
+            graph = graphs.get(request.pipeline)
+            if request.status != RequestStatus.APPROVED:
+                continue  # rejected, or launched by someone else already
+            if graph is None or request.task not in graph.nodes:
+                skipped.append(f"request {request.id}: pipeline or task no longer defined")
+                continue
+            if not approvals.claim_for_launch(request.id):
+                continue  # another sensor won the race
+            key = keys[(request.pipeline, request.task)]
+            requests.append(approval_run_request(graph, request, key))
+            context.log.info(f"launching request {request.id}: {request.operation} of "
+                             f"{request.pipeline}/{request.task} ({request.environment})")
+        return SensorResult(
+            run_requests=requests, cursor=str(cursor),
+            skip_reason=None if requests else SkipReason(
+                "; ".join(skipped) or "no newly approved requests"))
+
+    return _sensor
 
 
 def teardown_run_request(graph: PipelineGraph, run_id: str, environment: str,
@@ -42,16 +107,18 @@ def build_run_failure_sensor(graphs: Mapping[str, PipelineGraph], jobs: list
                         minimum_interval_seconds=10)
     def _sensor(context: RunFailureSensorContext):
         run = context.dagster_run
-        pipeline = run.tags.get(PIPELINE_TAG)
-        graph = graphs.get(pipeline or "")
-        if graph is None or run.tags.get("infrakitchen/job") not in ("provision", None):
-            return SkipReason(f"run {run.run_id} is not a provision run of a known pipeline")
+        graph = graphs.get(run.tags.get(PIPELINE_TAG) or "")
+        job = run.tags.get("infrakitchen/job")
+        if graph is None or job not in ("provision", "destroy", None):
+            return SkipReason(f"run {run.run_id} is not a provision or destroy run of a "
+                              "known pipeline")
         store = LifecycleStore()
         marked = mark_crashed_resources(store, run, graph.pipeline.name, "run-failure-sensor")
         if marked:
             context.log.info(f"marked error after run {run.run_id} died: {', '.join(marked)}")
-        if not graph.pipeline.on_failure:
-            return SkipReason("pipeline has no global on_failure")
+        fail_launched_request(store, run.tags.get(REQUEST_TAG), run.run_id)
+        if job == "destroy" or not graph.pipeline.on_failure:
+            return SkipReason("no global on_failure applies to this run")
         verdict = judge_failed_run(context.instance, run, graph)
         if not verdict.fire:
             return SkipReason(verdict.reason)
@@ -62,3 +129,14 @@ def build_run_failure_sensor(graphs: Mapping[str, PipelineGraph], jobs: list
                                     verdict.error_message)
 
     return _sensor
+
+
+def fail_launched_request(store: LifecycleStore, request_id: str | None, run_id: str) -> None:
+    """A run launched for a request died before the asset could say how it went."""
+    if not request_id:
+        return
+    approvals = Approvals(store)
+    request = approvals.get(int(request_id))
+    if request is not None and request.status == RequestStatus.LAUNCHED:
+        approvals.mark(request.id, RequestStatus.FAILED, actor="run-failure-sensor",
+                       run_id=run_id, reason=f"run {run_id} failed")

@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -78,9 +78,8 @@ class BackendSettings:
         return [f"-backend-config={k}={v}" for k, v in self.config]
 
 
-def module_sensitive_variables(directory: Path) -> set[str]:
-    """Variables a module declares `sensitive = true` (read from its source)."""
-    found: set[str] = set()
+def _variable_blocks(directory: Path) -> Iterator[tuple[str, str]]:
+    """(name, body) of every `variable` block of a module's `.tf` files."""
     for file in directory.glob("*.tf"):
         text = file.read_text(encoding="utf-8", errors="replace")
         for match in _VARIABLE_BLOCK.finditer(text):
@@ -88,9 +87,19 @@ def module_sensitive_variables(directory: Path) -> set[str]:
             while i < len(text) and depth:
                 depth += {"{": 1, "}": -1}.get(text[i], 0)
                 i += 1
-            if re.search(r"^\s*sensitive\s*=\s*true\b", text[match.end():i], re.MULTILINE):
-                found.add(match.group(1))
-    return found
+            yield match.group(1), text[match.end():i]
+
+
+def module_sensitive_variables(directory: Path) -> set[str]:
+    """Variables a module declares `sensitive = true` (read from its source)."""
+    return {name for name, body in _variable_blocks(directory)
+            if re.search(r"^\s*sensitive\s*=\s*true\b", body, re.MULTILINE)}
+
+
+def module_required_variables(directory: Path) -> set[str]:
+    """Variables without a `default`: tofu would stop and ask for them."""
+    return {name for name, body in _variable_blocks(directory)
+            if not re.search(r"^\s*default\s*=", body, re.MULTILINE)}
 
 
 @cache
@@ -123,6 +132,10 @@ class TofuResource(ConfigurableResource):
         default=None, description="CLI config (provider mirrors); default: TF_CLI_CONFIG_FILE")
     extra_env: dict[str, str] = Field(default_factory=dict,
                                       description="Extra environment for every tofu call")
+    lock_timeout: str = Field(
+        default="120s",
+        description="How long plan/apply/destroy wait for a state lock held by another run "
+                    "(or by one that is still stopping)")
     timeout_grace_seconds: float = Field(
         default=10.0, description="Time between SIGINT and SIGKILL when a timeout hits")
 
@@ -259,8 +272,13 @@ class TofuWorkspace:
 
     # -- the operations ---------------------------------------------------------------
 
+    @property
+    def _lock_timeout(self) -> str:
+        return f"-lock-timeout={self.resource.lock_timeout}"
+
     def plan(self, destroy: bool = False) -> tuple[PlanSummary, Path]:
-        args = ["plan", "-input=false", "-no-color", f"-out={self.PLAN_FILE}"]
+        args = ["plan", "-input=false", "-no-color", self._lock_timeout,
+                f"-out={self.PLAN_FILE}"]
         if destroy:
             args.append("-destroy")
         result = self.run(*args)
@@ -268,13 +286,15 @@ class TofuWorkspace:
 
     def detailed_plan(self) -> tuple[int, PlanSummary, ProcessResult]:
         """`plan -detailed-exitcode`: 0 no changes, 2 changes (drift checks)."""
-        result = self.run("plan", "-input=false", "-no-color", "-detailed-exitcode", check=False)
+        result = self.run("plan", "-input=false", "-no-color", self._lock_timeout,
+                          "-detailed-exitcode", check=False)
         if result.returncode not in (0, 2):
             raise TofuError("plan", result)
         return result.returncode, PlanSummary.parse(result.output), result
 
     def apply(self, plan_file: Path) -> ProcessResult:
-        return self.run("apply", "-input=false", "-no-color", str(plan_file.name))
+        return self.run("apply", "-input=false", "-no-color", self._lock_timeout,
+                        str(plan_file.name))
 
     def outputs(self) -> dict[str, dict[str, Any]]:
         """`output -json`, read once and never logged (it holds the real secret values)."""
@@ -322,7 +342,8 @@ class TofuWorkspace:
         return planned != self.state_identity()
 
     def destroy(self) -> ProcessResult:
-        return self.run("destroy", "-input=false", "-no-color", "-auto-approve")
+        return self.run("destroy", "-input=false", "-no-color", self._lock_timeout,
+                        "-auto-approve")
 
     def state_resources(self) -> list[str]:
         result = self.run("state", "list", check=False)

@@ -14,21 +14,29 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FIXTURES, IkEnv, make_ik_env, write_pipeline
+from .conftest import FIXTURES, IkEnv, ik_in_process, make_ik_env, write_pipeline
 
 STEP_MODULE = FIXTURES / "modules" / "step"
 SECRET = "gate-S3cret-value-91"
 
 
 class Transcript:
-    """Every byte the CLI printed, so the secret can be searched for at the end."""
+    """Runs `ik` and keeps every byte it printed, so the secret can be searched for.
+
+    Most calls run `ik`'s `main` in this process (the same code path minus ~2 s of
+    interpreter start-up each); `subprocess=True` runs the installed console script.
+    """
 
     def __init__(self, env: IkEnv):
         self.env = env
         self.text: list[str] = []
 
-    def ik(self, *args: str, as_: str, code: int | None = 0) -> subprocess.CompletedProcess:
-        result = self.env.ik(*args, "--as", as_, check=False)
+    def ik(self, *args: str, as_: str, code: int | None = 0,
+           subprocess: bool = False) -> subprocess.CompletedProcess:
+        if subprocess:
+            result = self.env.ik(*args, "--as", as_, check=False)
+        else:
+            result = ik_in_process(*args, "--as", as_, check=False)
         self.text += [result.stdout, result.stderr]
         if code is not None:
             assert result.returncode == code, (
@@ -77,11 +85,21 @@ def _applies(counts: Path, task: str) -> int:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def gate_env(request: pytest.FixtureRequest, tmp_path: Path, toolchain,
-             pipelines_copy: Path) -> IkEnv:
+             pipelines_copy: Path, monkeypatch: pytest.MonkeyPatch) -> IkEnv:
     url = (request.getfixturevalue("postgres_database")
            if request.param == "postgres" else None)
+    for file in pipelines_copy.glob("*.toml"):
+        file.unlink()
     env = make_ik_env(tmp_path, toolchain, pipelines_copy, database_url=url)
     env.env["INFRAKITCHEN_EXECUTOR"] = "in_process"  # steps in one process: a faster test
+    for key in ("INFRAKITCHEN_HOME", "DAGSTER_HOME", "INFRAKITCHEN_PIPELINES",
+                "INFRAKITCHEN_TOFU", "TF_CLI_CONFIG_FILE", "INFRAKITCHEN_USER",
+                "INFRAKITCHEN_EXECUTOR"):
+        monkeypatch.setenv(key, env.env[key])
+    if url:
+        monkeypatch.setenv("INFRAKITCHEN_DATABASE_URL", url)
+    else:
+        monkeypatch.delenv("INFRAKITCHEN_DATABASE_URL", raising=False)
     return env
 
 
@@ -97,7 +115,7 @@ def test_approval_flow_end_to_end(gate_env: IkEnv, tmp_path: Path) -> None:
     assert "needs admin" in denied.stderr
 
     # a read-role principal cannot request: neither through ik nor through a Dagster run
-    refused = t.ik("run", "gate", as_="rita", code=2)
+    refused = t.ik("run", "gate", as_="rita", code=2, subprocess=True)
     assert "'rita' has role read" in refused.stderr and "needs write" in refused.stderr
     run = gate_env.dagster_job("gate__provision", "--tags",
                                json.dumps({"infrakitchen/user": "rita"}), check=False)
@@ -106,7 +124,7 @@ def test_approval_flow_end_to_end(gate_env: IkEnv, tmp_path: Path) -> None:
     assert t.requests() == []
 
     # 1. provision under approval: a request with the plan, nothing applied
-    t.ik("run", "gate", as_="wendy")
+    t.ik("run", "gate", as_="wendy", subprocess=True)
     net = t.record("net")
     assert (net["state"], net["status"]) == ("provision", "approval_pending")
     assert _applies(counts, "net") == 0 and _applies(counts, "app") == 0

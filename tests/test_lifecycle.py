@@ -244,8 +244,11 @@ def test_mark_error_keeps_state():
 # the store
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> LifecycleStore:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> LifecycleStore:
+    """The same store tests on SQLite and on PostgreSQL (a fresh database each)."""
+    if request.param == "postgres":
+        return LifecycleStore(request.getfixturevalue("postgres_database"))
     return LifecycleStore(f"sqlite:///{tmp_path}/s.db")
 
 
@@ -335,3 +338,79 @@ def test_store_recreate_after_destroy(store):
                    Action.DESTROY_REQUEST, Action.DESTROY_START, Action.DESTROY_SUCCESS)
     record = store.transition(record, Action.RECREATE, actor="alice", bump_revision=True)
     assert (record.state, record.status, record.revision) == ("provision", "ready", 2)
+
+
+# ---------------------------------------------------------------------------------------
+# every row of the table again, through the store, on SQLite and on PostgreSQL
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def row_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """One store per backend for the row tests; each test uses a record of its own."""
+    if request.param == "sqlite":
+        yield LifecycleStore(f"sqlite:///{tmp_path_factory.mktemp('rows')}/rows.db")
+        return
+    request.getfixturevalue("postgres_available")
+    import uuid
+
+    from .conftest import PG_HOST, PG_PORT, _pg_admin
+
+    name = f"ik_rows_{uuid.uuid4().hex[:10]}"
+    admin = _pg_admin()
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    store = LifecycleStore(f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/{name}")
+    try:
+        yield store
+    finally:
+        store.engine.dispose()
+        from infrakitchen_dagster.store import _engines
+
+        _engines.pop(store.url, None)
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+NATURAL_STATUS = {P: Status.READY, PD: Status.DONE, D: Status.READY, DD: Status.DONE}
+
+
+def _record_at(store: LifecycleStore, state: State, status: Status):
+    """A fresh record put straight into (state, status): the set-up, not the subject."""
+    import uuid
+
+    from infrakitchen_dagster.store.models import ResourceRecord
+
+    record = store.create("rows", f"t-{uuid.uuid4().hex[:8]}", "default", kind="resource",
+                          module="m", parents=[], actor="alice")
+    with store.session() as session:
+        row = session.get(ResourceRecord, record.id)
+        row.state, row.status = state.value, status.value
+    return store.get(record.pipeline, record.task, record.environment)
+
+
+@pytest.mark.parametrize(
+    "state,label,action,status,expected",
+    [(s, *move) for s, moves in AVAILABLE.items() for move in moves],
+    ids=[f"{s.value}:{m[0]}" for s, moves in AVAILABLE.items() for m in moves],
+)
+def test_store_row_allows(row_store, state, label, action, status, expected):
+    record = _record_at(row_store, state, status)
+    after = row_store.transition(record, action, actor="alice", run_id="r")
+    assert (after.state, after.status) == (expected[0].value, expected[1].value)
+    assert row_store.audit_entries("rows", record.task)[-1]["action"] == action.value
+
+
+@pytest.mark.parametrize(
+    "state,action",
+    [(s, a) for s, actions in UNAVAILABLE.items() for a in actions],
+    ids=[f"{s.value}:{a.value}" for s, actions in UNAVAILABLE.items() for a in actions],
+)
+def test_store_row_refuses(row_store, state, action):
+    record = _record_at(row_store, state, NATURAL_STATUS[state])
+    with pytest.raises(IllegalTransition):
+        row_store.transition(record, action, actor="mallory", run_id="r")
+    after = row_store.get(record.pipeline, record.task, record.environment)
+    assert _key(after) == _key(record) and after.updated_at == record.updated_at
+    last = row_store.audit_entries("rows", record.task)[-1]
+    assert (last["action"], last["actor"]) == (f"{action.value}_refused", "mallory")

@@ -299,6 +299,20 @@ class LifecycleStore:
         self._history(session, row, action, actor, run_id, details or {})
         return RecordView.of(row)
 
+    def record_drift(self, record: RecordView, drift: dict[str, Any], *, actor: str,
+                     run_id: str | None) -> None:
+        """Keep the latest drift check on the record; audit when the verdict changes."""
+        with self.session() as session:
+            row = self._row(session, record.pipeline, record.task, record.environment)
+            if row is None:
+                return
+            before = bool((row.drift or {}).get("drifted"))
+            row.drift = {**drift, "checked_at": utcnow().isoformat(), "run_id": run_id}
+            if drift["drifted"] or before:
+                action = "drift_detected" if drift["drifted"] else "drift_resolved"
+                self._audit(session, row, action, actor, run_id,
+                            {"plan": drift["plan"], "changes": drift["changes"]})
+
     def delete(self, record: RecordView, *, actor: str) -> None:
         """Delete a destroyed record; its revisions go, its audit entries stay archived."""
         with self.session() as session:
