@@ -534,15 +534,19 @@ class TaskRuntime:
         return Outcome("approval_pending", record, plan=plan, reason=reason,
                        request_id=request.id)
 
-    def _apply_approved(self, node: Node, record: RecordView, change: _Change,
-                        request: ApprovalRequest) -> Outcome:
-        """Apply exactly the approved file (sha256 checked), unless the state moved."""
+    def _verified_plan(self, node: Node, request: ApprovalRequest) -> Path:
+        """The request's saved plan, checked; a missing or altered file fails the request."""
         try:
-            saved = self.approvals.verified_plan(request)
+            return self.approvals.verified_plan(request)
         except ApprovalError as exc:
             self.approvals.mark(request.id, RequestStatus.FAILED, actor=self.actor,
                                 run_id=self.run_id, reason=str(exc))
             raise TaskFailure(f"{node.name}: {exc}") from None
+
+    def _apply_approved(self, node: Node, record: RecordView, change: _Change,
+                        request: ApprovalRequest) -> Outcome:
+        """Apply exactly the approved file (sha256 checked), unless the state moved."""
+        saved = self._verified_plan(node, request)
         workspace = change.workspace
         workspace.prepare(change.variables)
         workspace.init()
@@ -834,12 +838,7 @@ class TaskRuntime:
 
     def _destroy_approved(self, node: Node, record: RecordView, workspace: TofuWorkspace,
                           request: ApprovalRequest, lines: list[str]) -> Outcome:
-        try:
-            saved = self.approvals.verified_plan(request)
-        except ApprovalError as exc:
-            self.approvals.mark(request.id, RequestStatus.FAILED, actor=self.actor,
-                                run_id=self.run_id, reason=str(exc))
-            raise TaskFailure(f"{node.name}: {exc}") from None
+        saved = self._verified_plan(node, request)
         workspace.prepare(record.variables)
         workspace.init()
         if workspace.plan_is_stale(saved):

@@ -143,6 +143,31 @@ def ik_env(tmp_path: Path, toolchain: Toolchain, pipelines_copy: Path,
     return env
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_env(request: pytest.FixtureRequest, tmp_path: Path, toolchain: Toolchain,
+              pipelines_copy: Path, monkeypatch: pytest.MonkeyPatch) -> IkEnv:
+    """An isolated home whose lifecycle store is SQLite, then PostgreSQL (a fresh database).
+
+    The pipelines dir starts empty (tests write their own) and steps run in-process, so
+    that `ik_in_process` calls are quick; the environment is applied to this process too.
+    """
+    url = (request.getfixturevalue("postgres_database")
+           if request.param == "postgres" else None)
+    for file in pipelines_copy.glob("*.toml"):
+        file.unlink()
+    env = make_ik_env(tmp_path, toolchain, pipelines_copy, database_url=url)
+    env.env["INFRAKITCHEN_EXECUTOR"] = "in_process"
+    for key in ("INFRAKITCHEN_HOME", "DAGSTER_HOME", "INFRAKITCHEN_PIPELINES",
+                "INFRAKITCHEN_TOFU", "TF_CLI_CONFIG_FILE", "INFRAKITCHEN_USER",
+                "INFRAKITCHEN_EXECUTOR"):
+        monkeypatch.setenv(key, env.env[key])
+    if url:
+        monkeypatch.setenv("INFRAKITCHEN_DATABASE_URL", url)
+    else:
+        monkeypatch.delenv("INFRAKITCHEN_DATABASE_URL", raising=False)
+    return env
+
+
 def ik_in_process(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """`ik` through its `main` in this process: the same code as the console script,
     without ~2 s of interpreter start-up. The environment must be set in `os.environ`."""

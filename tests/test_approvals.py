@@ -12,9 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from .conftest import FIXTURES, IkEnv, ik_in_process, make_ik_env, write_pipeline
+from .conftest import FIXTURES, IkEnv, ik_in_process, write_pipeline
 
 STEP_MODULE = FIXTURES / "modules" / "step"
 SECRET = "gate-S3cret-value-91"
@@ -83,31 +81,11 @@ def _applies(counts: Path, task: str) -> int:
     return len(path.read_text().split()) if path.exists() else 0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def gate_env(request: pytest.FixtureRequest, tmp_path: Path, toolchain,
-             pipelines_copy: Path, monkeypatch: pytest.MonkeyPatch) -> IkEnv:
-    url = (request.getfixturevalue("postgres_database")
-           if request.param == "postgres" else None)
-    for file in pipelines_copy.glob("*.toml"):
-        file.unlink()
-    env = make_ik_env(tmp_path, toolchain, pipelines_copy, database_url=url)
-    env.env["INFRAKITCHEN_EXECUTOR"] = "in_process"  # steps in one process: a faster test
-    for key in ("INFRAKITCHEN_HOME", "DAGSTER_HOME", "INFRAKITCHEN_PIPELINES",
-                "INFRAKITCHEN_TOFU", "TF_CLI_CONFIG_FILE", "INFRAKITCHEN_USER",
-                "INFRAKITCHEN_EXECUTOR"):
-        monkeypatch.setenv(key, env.env[key])
-    if url:
-        monkeypatch.setenv("INFRAKITCHEN_DATABASE_URL", url)
-    else:
-        monkeypatch.delenv("INFRAKITCHEN_DATABASE_URL", raising=False)
-    return env
-
-
-def test_approval_flow_end_to_end(gate_env: IkEnv, tmp_path: Path) -> None:
+def test_approval_flow_end_to_end(store_env: IkEnv, tmp_path: Path) -> None:
     counts = tmp_path / "counts"
     counts.mkdir()
-    _pipeline(gate_env.pipelines, counts)
-    t = Transcript(gate_env)
+    _pipeline(store_env.pipelines, counts)
+    t = Transcript(store_env)
     t.ik("grant", "wendy", "write", "--pipeline", "gate", as_="olive")
     t.ik("grant", "rita", "read", "--pipeline", "gate", as_="olive")
     t.ik("grant", "adam", "admin", "--pipeline", "gate", as_="olive")
@@ -117,7 +95,7 @@ def test_approval_flow_end_to_end(gate_env: IkEnv, tmp_path: Path) -> None:
     # a read-role principal cannot request: neither through ik nor through a Dagster run
     refused = t.ik("run", "gate", as_="rita", code=2, subprocess=True)
     assert "'rita' has role read" in refused.stderr and "needs write" in refused.stderr
-    run = gate_env.dagster_job("gate__provision", "--tags",
+    run = store_env.dagster_job("gate__provision", "--tags",
                                json.dumps({"infrakitchen/user": "rita"}), check=False)
     t.text += [run.stdout, run.stderr]
     assert run.returncode != 0 and "needs write" in run.stdout + run.stderr
@@ -137,7 +115,7 @@ def test_approval_flow_end_to_end(gate_env: IkEnv, tmp_path: Path) -> None:
     assert f"{request['id']}" in pending and "gate/net" in pending
 
     # launching the job again (as the UI would, no approval) applies nothing, asks once
-    run = gate_env.dagster_job("gate__provision", "--tags",
+    run = store_env.dagster_job("gate__provision", "--tags",
                                json.dumps({"infrakitchen/user": "wendy"}))
     t.text += [run.stdout, run.stderr]
     assert _applies(counts, "net") == 0
@@ -152,11 +130,11 @@ def test_approval_flow_end_to_end(gate_env: IkEnv, tmp_path: Path) -> None:
     assert (t.record("net")["state"], t.record("net")["status"]) == ("provision", "ready")
 
     # the approved run applies exactly the saved plan; app (approval = false) follows
-    saved = Path(gate_env.home / "plans" / f"request-{request['id']}.tfplan")
+    saved = Path(store_env.home / "plans" / f"request-{request['id']}.tfplan")
     approved_bytes = saved.read_bytes()
     assert hashlib.sha256(approved_bytes).hexdigest() == request["plan_sha256"]
     t.ik("run", "gate", as_="wendy")
-    workdir = gate_env.home / "work" / "gate" / "default"
+    workdir = store_env.home / "work" / "gate" / "default"
     assert (workdir / "net" / "infrakitchen-approved.tfplan").read_bytes() == approved_bytes
     net, app = t.record("net"), t.record("app")
     assert (net["state"], net["status"], net["revision"]) == ("provisioned", "done", 1)
@@ -193,7 +171,7 @@ def test_approval_flow_end_to_end(gate_env: IkEnv, tmp_path: Path) -> None:
     # 4. update rejected: nothing changes, the temporary state is gone
     t.ik("run", "gate", "--var", "VALUE=v3", as_="wendy")
     [update] = t.requests("net", status="pending")
-    plan_file = gate_env.home / "plans" / f"request-{update['id']}.tfplan"
+    plan_file = store_env.home / "plans" / f"request-{update['id']}.tfplan"
     assert plan_file.is_file()
     t.ik("reject", str(update["id"]), "--reason", "wrong value", as_="olive")
     net = t.record("net")
@@ -206,7 +184,7 @@ def test_approval_flow_end_to_end(gate_env: IkEnv, tmp_path: Path) -> None:
     t.ik("run", "gate", "--var", "VALUE=v4", as_="wendy")
     [update] = t.requests("net", status="pending")
     t.ik("approve", str(update["id"]), as_="olive")
-    gate_env.run(str(gate_env.env["INFRAKITCHEN_TOFU"]), "state", "rm", "null_resource.this",
+    store_env.run(str(store_env.env["INFRAKITCHEN_TOFU"]), "state", "rm", "null_resource.this",
                  cwd=workdir / "net")
     t.ik("run", "gate", "--var", "VALUE=v4", as_="wendy")
     assert t.requests("net", status="stale")[-1]["id"] == update["id"]
@@ -265,7 +243,7 @@ def test_approval_flow_end_to_end(gate_env: IkEnv, tmp_path: Path) -> None:
     t.text.append(json.dumps(t.json("approvals")))
     t.text.append(json.dumps(t.json("resources")))
     assert SECRET not in "\n".join(t.text)
-    _assert_secret_absent_from_store_and_runs(gate_env)
+    _assert_secret_absent_from_store_and_runs(store_env)
 
 
 def _assert_secret_absent_from_store_and_runs(env: IkEnv) -> None:

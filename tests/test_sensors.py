@@ -12,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from dagster import (
     AssetKey,
     DagsterEventType,
@@ -25,7 +24,7 @@ from dagster import (
 from infrakitchen_dagster import build_definitions
 from infrakitchen_dagster.approvals import REQUEST_TAG
 
-from .conftest import FIXTURES, IkEnv, ik_in_process, make_ik_env, write_pipeline
+from .conftest import FIXTURES, IkEnv, ik_in_process, write_pipeline
 
 STEP_MODULE = FIXTURES / "modules" / "step"
 
@@ -62,26 +61,6 @@ def _pending(env: IkEnv, task: str) -> dict:
     found = json.loads(_ik("approvals", "--pending", "--json", "--as", "olive").stdout)
     [request] = [r for r in found if r["task"] == task]
     return request
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_env(request: pytest.FixtureRequest, tmp_path: Path, toolchain, pipelines_copy: Path,
-              monkeypatch: pytest.MonkeyPatch) -> IkEnv:
-    url = (request.getfixturevalue("postgres_database")
-           if request.param == "postgres" else None)
-    for file in pipelines_copy.glob("*.toml"):
-        file.unlink()
-    env = make_ik_env(tmp_path, toolchain, pipelines_copy, database_url=url)
-    env.env["INFRAKITCHEN_EXECUTOR"] = "in_process"
-    for key in ("INFRAKITCHEN_HOME", "DAGSTER_HOME", "INFRAKITCHEN_PIPELINES",
-                "INFRAKITCHEN_TOFU", "TF_CLI_CONFIG_FILE", "INFRAKITCHEN_USER",
-                "INFRAKITCHEN_EXECUTOR"):
-        monkeypatch.setenv(key, env.env[key])
-    if url:
-        monkeypatch.setenv("INFRAKITCHEN_DATABASE_URL", url)
-    else:
-        monkeypatch.delenv("INFRAKITCHEN_DATABASE_URL", raising=False)
-    return env
 
 
 def test_approvals_sensor_launches_each_approved_request_once(store_env: IkEnv,
