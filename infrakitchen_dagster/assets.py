@@ -49,6 +49,7 @@ from .interpolation import InterpolationError
 from .process import ProcessTimeout
 from .resources import InfraKitchenResource
 from .runtime import Outcome, TaskFailure, TaskRuntime
+from .sensors import build_file_watch_sensors
 from .store import SENSITIVE, masked
 from .tofu import TofuError, TofuResource
 from .translator import InfraKitchenTranslator
@@ -68,6 +69,7 @@ class PipelineDefinitions:
     jobs: list[Any] = field(default_factory=list)
     checks: list[Any] = field(default_factory=list)
     schedules: list[Any] = field(default_factory=list)
+    sensors: list[Any] = field(default_factory=list)
     partitions: StaticPartitionsDefinition | None = None
 
     @property
@@ -391,6 +393,7 @@ def build_pipeline(graph: PipelineGraph, translator: InfraKitchenTranslator | No
                 job=drift_job, default_status=DefaultScheduleStatus.RUNNING,
                 description=f"Drift checks of {pipeline.name} ({pipeline.drift_schedule})"))
     result.schedules.extend(build_trigger_schedules(graph, result.jobs[0]))
+    result.sensors.extend(build_file_watch_sensors(graph, result.jobs[0]))
     teardown = build_teardown_job(graph)
     if teardown is not None:
         result.jobs.append(teardown)

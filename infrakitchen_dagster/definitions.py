@@ -71,6 +71,7 @@ def build_definitions(
     teardown_jobs = [j for j in jobs if isinstance(j, JobDefinition)
                      and j.name.endswith("__teardown")]
     sensors = [build_run_failure_sensor(graphs, teardown_jobs)] if graphs else []
+    sensors += [s for b in built for s in b.sensors]
     translator = translator or InfraKitchenTranslator()
     keys = {(g.pipeline.name, n.name): translator.get_asset_key(g, n)
             for g in graphs.values() for n in g.nodes.values()}

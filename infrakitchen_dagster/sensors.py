@@ -10,6 +10,7 @@ approval request it carried and requests the global teardown.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from dagster import (
     AssetKey,
@@ -129,6 +130,52 @@ def build_run_failure_sensor(graphs: Mapping[str, PipelineGraph], jobs: list
                                     verdict.error_message)
 
     return _sensor
+
+
+def build_file_watch_sensors(graph: PipelineGraph, provision_job) -> list[SensorDefinition]:
+    """wf `file_watch` triggers: provision when a watched file changes.
+
+    The first tick only records what is there (deploying the sensor must not apply
+    anything); from then on, a newer modification time among the matching files launches
+    the provision job once per environment, with the change time as run key.
+    """
+    sensors = []
+    environments = list(graph.pipeline.environments)
+    watches = [t for t in graph.pipeline.triggers if t.type == "file_watch" and t.path]
+    for index, trigger in enumerate(watches):
+        base = Path(trigger.path or "").expanduser()
+        base = base if base.is_absolute() else graph.pipeline.source_dir / base
+        pattern = trigger.pattern or "*"
+
+        @sensor(name=f"{graph.pipeline.job_prefix}__file_watch_{index}", job=provision_job,
+                minimum_interval_seconds=max(5, int(trigger.interval or 30)),
+                default_status=DefaultSensorStatus.RUNNING,
+                description=f"wf file_watch trigger on {base} ({pattern})")
+        def _watch(context: SensorEvaluationContext, base: Path = base,
+                   pattern: str = pattern) -> SensorResult:
+            newest = _newest_change(base, pattern)
+            seen = int(context.cursor) if context.cursor else None
+            if seen is None or newest <= seen:
+                return SensorResult(cursor=str(max(newest, seen or 0)), skip_reason=SkipReason(
+                    "first look: recorded the current files" if seen is None
+                    else "no file changed"))
+            tags = {"infrakitchen/user": "file-watch", "infrakitchen/trigger": str(base)}
+            requests = ([RunRequest(run_key=str(newest), tags=tags)] if not environments else
+                        [RunRequest(run_key=f"{newest}-{env}", partition_key=env, tags=tags)
+                         for env in environments])
+            return SensorResult(run_requests=requests, cursor=str(newest))
+
+        sensors.append(_watch)
+    return sensors
+
+
+def _newest_change(base: Path, pattern: str) -> int:
+    """Latest modification time (ns) of the watched files; 0 when there are none."""
+    if base.is_file():
+        return base.stat().st_mtime_ns
+    if not base.is_dir():
+        return 0
+    return max((f.stat().st_mtime_ns for f in base.rglob(pattern) if f.is_file()), default=0)
 
 
 def fail_launched_request(store: LifecycleStore, request_id: str | None, run_id: str) -> None:
