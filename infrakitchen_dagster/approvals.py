@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -94,21 +95,24 @@ class AccessControl:
             rows = session.scalars(select(GrantRow).where(GrantRow.pipeline == pipeline))
             return {r.principal: Role(r.role) for r in rows}
 
-    def role(self, pipeline: str, principal: str, owners: Sequence[str]) -> Role | None:
+    def role(self, pipeline: str, principal: str, owners: Sequence[str] | None
+             ) -> Role | None:
+        """`owners=None`: the pipeline file is missing or broken, so its owners are unknown;
+        then only stored grants count (closed, never open)."""
         grants = self.grants(pipeline)
-        if principal in owners:
+        if owners and principal in owners:
             return Role.OWNER
-        if not owners and not grants:
+        if owners is not None and not owners and not grants:
             return Role.ADMIN
         return grants.get(principal)
 
     def allows(self, permission: Permission, pipeline: str, principal: str,
-               owners: Sequence[str]) -> bool:
+               owners: Sequence[str] | None) -> bool:
         role = self.role(pipeline, principal, owners)
         return role is not None and role.rank >= MINIMUM_ROLE[permission].rank
 
     def require(self, permission: Permission, pipeline: str, principal: str,
-                owners: Sequence[str], what: str = "") -> Role:
+                owners: Sequence[str] | None, what: str = "") -> Role:
         role = self.role(pipeline, principal, owners)
         needed = MINIMUM_ROLE[permission]
         if role is None or role.rank < needed.rank:
@@ -122,10 +126,11 @@ class AccessControl:
         return role
 
     def grant(self, pipeline: str, principal: str, role: Role, *, actor: str,
-              owners: Sequence[str]) -> None:
+              owners: Sequence[str] | None) -> None:
         held = self.require(Permission.GRANT, pipeline, actor, owners, f"of {role.value}")
-        if role == Role.OWNER and held != Role.OWNER:
-            raise PermissionDenied(f"only an owner may grant owner on {pipeline!r}")
+        if held != Role.OWNER and Role.OWNER in (role, self.grants(pipeline).get(principal)):
+            raise PermissionDenied(f"only an owner may grant, change or revoke owner on "
+                                   f"{pipeline!r}")
         with self.store.session() as session:
             row = session.get(GrantRow, (pipeline, principal))
             if row is None:
@@ -136,8 +141,11 @@ class AccessControl:
                          details={"principal": principal, "role": role.value})
 
     def revoke(self, pipeline: str, principal: str, *, actor: str,
-               owners: Sequence[str]) -> bool:
-        self.require(Permission.GRANT, pipeline, actor, owners, "(revoke)")
+               owners: Sequence[str] | None) -> bool:
+        held = self.require(Permission.GRANT, pipeline, actor, owners, "(revoke)")
+        if held != Role.OWNER and self.grants(pipeline).get(principal) == Role.OWNER:
+            raise PermissionDenied(f"only an owner may grant, change or revoke owner on "
+                                   f"{pipeline!r}")
         with self.store.session() as session:
             row = session.get(GrantRow, (pipeline, principal))
             if row is None:
@@ -188,6 +196,7 @@ class ApprovalRequest:
     plan_sha256: str
     plan_path: str
     proposed_variables: dict[str, Any]
+    runtime_vars: dict[str, Any]
     sensitive_variables: list[str]
     diff: dict[str, Any]
     requested_by: str
@@ -218,6 +227,7 @@ class ApprovalRequest:
             "diff": self.diff,
             "proposed_variables": {k: (SENSITIVE if k in self.sensitive_variables else v)
                                    for k, v in self.proposed_variables.items()},
+            "runtime_vars": sorted(self.runtime_vars),  # names only: values may be secret
             "request_run_id": self.request_run_id, "launched_run_id": self.launched_run_id,
             "applied_run_id": self.applied_run_id,
         }
@@ -301,7 +311,8 @@ class Approvals:
     def request(self, record: RecordView, *, operation: Operation, fingerprint: str,
                 plan_file: Path, plan_summary: dict[str, int],
                 proposed_variables: dict[str, Any], sensitive_variables: set[str],
-                requested_by: str, run_id: str | None) -> ApprovalRequest:
+                requested_by: str, run_id: str | None,
+                runtime_vars: dict[str, Any] | None = None) -> ApprovalRequest:
         """Record a pending request, keep a copy of its plan, retire older open ones.
 
         Provision and destroy requests put the record in `approval_pending`; an update
@@ -310,20 +321,22 @@ class Approvals:
         diff = (variables_diff(record.variables, proposed_variables,
                                sensitive_variables | set(record.sensitive_variables))
                 if operation == Operation.UPDATE else {})
+        retired: list[str] = []
         with self.store.session() as session:
-            self._retire_open(session, record.id, "superseded by a newer request")
+            retired = self._retire_open(session, record.id, "superseded by a newer request")
             row = ApprovalRequestRow(
                 resource_id=record.id, pipeline=record.pipeline, task=record.task,
                 environment=record.environment, operation=operation.value,
                 status=RequestStatus.PENDING.value, fingerprint=fingerprint,
                 plan_summary=plan_summary, plan_sha256="", plan_path="",
-                proposed_variables=proposed_variables,
+                proposed_variables=proposed_variables, runtime_vars=dict(runtime_vars or {}),
                 sensitive_variables=sorted(sensitive_variables), diff=diff,
                 requested_by=requested_by, requested_at=utcnow(), request_run_id=run_id,
                 updated_at=utcnow())
             session.add(row)
             session.flush()
-            saved = settings.plans_dir() / f"request-{row.id}.tfplan"
+            # the id alone could repeat across stores sharing a home
+            saved = settings.plans_dir() / f"request-{row.id}-{uuid.uuid4().hex[:8]}.tfplan"
             shutil.copyfile(plan_file, saved)
             os.chmod(saved, 0o600)
             row.plan_path, row.plan_sha256 = str(saved), sha256_file(saved)
@@ -336,15 +349,20 @@ class Approvals:
             else:
                 self._transition(session, record, Action.REQUEST_APPROVAL, requested_by,
                                  run_id, details)
-            return ApprovalRequest.of(row)
+            created = ApprovalRequest.of(row)
+        _remove_plans(retired)  # only once the transaction holds
+        return created
 
-    def _retire_open(self, session: Session, resource_id: str, reason: str) -> None:
+    def _retire_open(self, session: Session, resource_id: str, reason: str) -> list[str]:
+        """Mark the open requests stale; returns their plan files, to remove after commit."""
         rows = session.scalars(select(ApprovalRequestRow).where(
             ApprovalRequestRow.resource_id == resource_id,
             ApprovalRequestRow.status.in_([s.value for s in OPEN])))
+        plans = []
         for row in rows:
             row.status, row.reason, row.updated_at = RequestStatus.STALE.value, reason, utcnow()
-            Path(row.plan_path).unlink(missing_ok=True)
+            plans.append(row.plan_path)
+        return plans
 
     def _transition(self, session: Session, record: RecordView, action: Action, actor: str,
                     run_id: str | None, details: dict[str, Any]) -> RecordView:
@@ -356,7 +374,8 @@ class Approvals:
 
     # -- deciding ---------------------------------------------------------------------
 
-    def decide(self, request_id: int, *, approve: bool, actor: str, owners: Sequence[str],
+    def decide(self, request_id: int, *, approve: bool, actor: str,
+               owners: Sequence[str] | None,
                reason: str | None = None) -> ApprovalRequest:
         """Approve or reject a pending request (owner or admin only; once)."""
         current = self.get(request_id)
@@ -386,7 +405,10 @@ class Approvals:
                 details = {"request_id": row.id, "operation": row.operation,
                            "plan_sha256": row.plan_sha256, "reason": reason}
                 self._apply_decision(session, row, record, approve, actor, details)
-                return ApprovalRequest.of(row)
+                decided = ApprovalRequest.of(row)
+            if not approve:
+                _remove_plans([decided.plan_path])  # a rejected plan is never applied
+            return decided
         except IllegalTransition as exc:
             raise ApprovalError(f"request {request_id}: {exc}") from None
 
@@ -396,18 +418,56 @@ class Approvals:
         if row.operation == Operation.UPDATE:
             # the record never left provisioned/done: the decision is about the temp state
             if not approve:
-                Path(row.plan_path).unlink(missing_ok=True)
-                row.proposed_variables, row.diff = {}, {}
+                row.proposed_variables, row.diff, row.runtime_vars = {}, {}, {}
                 details["discarded"] = True
             self.store.audit_in(session, record, action.value, actor, None, details)
             return
         record = self._transition(session, record, action, actor, None, details)
-        if not approve:
-            Path(row.plan_path).unlink(missing_ok=True)
-            if row.operation == Operation.DESTROY:
-                # the reference: a rejected destroy returns the resource to provisioned
-                self._transition(session, record, Action.CANCEL_DESTROY, actor, None,
-                                 {"request_id": row.id})
+        if not approve and row.operation == Operation.DESTROY:
+            # the reference: a rejected destroy returns the resource to provisioned
+            self._transition(session, record, Action.CANCEL_DESTROY, actor, None,
+                             {"request_id": row.id})
+
+    def withdraw(self, request_id: int, *, actor: str, owners: Sequence[str] | None
+                 ) -> ApprovalRequest:
+        """Take back a pending or approved (not yet launched) request.
+
+        The requester may withdraw their own; owners and admins any. The resource returns
+        to where it was before the request: a provision to `rejected` (ask again to go on),
+        a destroy to `provisioned/done`, an update leaves the record as it always was.
+        """
+        current = self.get(request_id)
+        if current is None:
+            raise ApprovalError(f"no approval request {request_id}")
+        if actor != current.requested_by:
+            self.access.require(Permission.APPROVE, current.pipeline, actor, owners,
+                                f"withdraw request {request_id} of {current.requested_by}")
+        with self.store.session() as session:
+            row = session.get(ApprovalRequestRow, request_id, with_for_update=True)
+            assert row is not None
+            if row.status not in (RequestStatus.PENDING, RequestStatus.APPROVED):
+                raise ApprovalError(f"request {request_id} is {row.status}; only a pending or "
+                                    "approved request can be withdrawn")
+            record = self.store.get_in(session, row.resource_id)
+            was = row.status
+            row.status, row.reason = RequestStatus.STALE.value, f"withdrawn by {actor}"
+            row.updated_at = utcnow()
+            details = {"request_id": row.id, "operation": row.operation, "withdrawn": True}
+            if record is not None and row.operation != Operation.UPDATE:
+                if record.status == "approval_pending":
+                    record = self._transition(session, record, Action.REJECT, actor, None,
+                                              details)
+                if row.operation == Operation.DESTROY:
+                    self._transition(session, record, Action.CANCEL_DESTROY, actor, None,
+                                     details)
+                elif was == RequestStatus.APPROVED:
+                    self.store.audit_in(session, record, "request_withdrawn", actor, None,
+                                        details)
+            elif record is not None:
+                self.store.audit_in(session, record, "request_withdrawn", actor, None, details)
+            withdrawn = ApprovalRequest.of(row)
+        _remove_plans([withdrawn.plan_path])
+        return withdrawn
 
     def _lock_decisions(self, session: Session) -> None:
         """Decisions take their sequence numbers one at a time, so the sensor's cursor
@@ -446,11 +506,13 @@ class Approvals:
                 row.reason = reason
             if status == RequestStatus.APPLIED:
                 row.applied_run_id = run_id
-                Path(row.plan_path).unlink(missing_ok=True)
+            plan = row.plan_path
             record = self.store.get_in(session, row.resource_id)
             self.store.audit_in(session, record, f"request_{status.value}", actor, run_id,
                                 {"request_id": row.id, "operation": row.operation,
                                  **({"reason": reason} if reason else {})})
+        if status in (RequestStatus.APPLIED, RequestStatus.STALE, RequestStatus.FAILED):
+            _remove_plans([plan])  # never to be applied again
 
     def verified_plan(self, request: ApprovalRequest) -> Path:
         """The saved plan of `request`, after checking it is the very file approved."""
@@ -469,3 +531,9 @@ class Approvals:
 def gated(pipeline_approval: bool, task_approval: bool | None) -> bool:
     """A task's own `approval` wins over the pipeline's."""
     return pipeline_approval if task_approval is None else task_approval
+
+
+def _remove_plans(paths: Sequence[str]) -> None:
+    for path in paths:
+        if path:
+            Path(path).unlink(missing_ok=True)

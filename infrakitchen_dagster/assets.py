@@ -44,13 +44,14 @@ from dagster import (
 from dagster import DependencyDefinition as Dep
 
 from .checks import build_drift_check, build_drift_job
+from .failures import REFUSED
 from .graph import Node, PipelineGraph
 from .interpolation import InterpolationError
 from .process import ProcessTimeout
 from .resources import InfraKitchenResource
-from .runtime import Outcome, TaskFailure, TaskRuntime
+from .runtime import Outcome, Refused, TaskFailure, TaskRuntime
 from .sensors import build_file_watch_sensors
-from .store import SENSITIVE, masked
+from .store import SENSITIVE, IllegalTransition, masked
 from .tofu import TofuError, TofuResource
 from .translator import InfraKitchenTranslator
 
@@ -58,7 +59,8 @@ PIPELINE_TAG = "infrakitchen/pipeline"
 #: the run queue limits concurrent applies per state backend with this tag (deploy/)
 BACKEND_TAG = "infrakitchen/state-backend"
 #: outcomes after which the asset is not materialised (its downstream is skipped)
-NOT_MATERIALISED = ("skipped", "approval_pending", "rejected")
+NOT_MATERIALISED = ("skipped", "approval_pending", "rejected", "blocked")
+
 _TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
@@ -151,8 +153,15 @@ def outcome_metadata(outcome: Outcome) -> dict[str, Any]:
 
 
 def _as_failure(exc: Exception) -> Failure:
+    """A step failure; a refusal is marked so that neither teardown reacts to it."""
+    if isinstance(exc, Refused | IllegalTransition):
+        return Failure(description=str(exc), allow_retries=False, metadata={REFUSED: True})
     allow_retries = not isinstance(exc, TaskFailure | InterpolationError)
     return Failure(description=str(exc), allow_retries=allow_retries)
+
+
+def is_refusal(exc: BaseException | None) -> bool:
+    return isinstance(exc, Failure) and REFUSED in (exc.metadata or {})
 
 
 def build_task_asset(graph: PipelineGraph, node: Node, translator: InfraKitchenTranslator,
@@ -179,7 +188,8 @@ def build_task_asset(graph: PipelineGraph, node: Node, translator: InfraKitchenT
                 outcome = runtime.provision(node, timeout=task.timeout)
             else:
                 outcome = runtime.run_command(node, timeout=task.timeout)
-        except (TaskFailure, TofuError, ProcessTimeout, InterpolationError) as exc:
+        except (TaskFailure, TofuError, ProcessTimeout, InterpolationError,
+                IllegalTransition) as exc:
             raise _as_failure(exc) from None
         if outcome.status in NOT_MATERIALISED:
             # Not materialised: Dagster skips everything downstream and the run succeeds.
@@ -206,9 +216,13 @@ def teardown_hook(graph: PipelineGraph, node: Node) -> HookDefinition:
         environment = run.tags.get("dagster/partition", "default") if run else "default"
         runtime = make_runtime(graph, context, context.resources.tofu,
                                context.resources.infrakitchen, environment)
+        if is_refusal(context.op_exception):
+            context.log.info(f"{node.name} was refused, nothing was applied: no teardown")
+            return
         error = str(context.op_exception or "failed")
         context.log.warning(f"{node.name} failed for good: running its teardown {teardown!r}")
-        runtime.run_teardown(teardown, failed_task=node.name, error_message=error)
+        runtime.run_teardown(teardown, failed_task=node.name, error_message=error,
+                             failed_run_id=context.run_id)
 
     return _hook
 
@@ -229,20 +243,28 @@ def build_teardown_job(graph: PipelineGraph) -> JobDefinition | None:
     @op(name=f"{prefix}__global_teardown", tags={PIPELINE_TAG: graph.pipeline.name})
     def _global_teardown(context: OpExecutionContext, config: TeardownConfig,
                          tofu: TofuResource, infrakitchen: InfraKitchenResource) -> None:
+        # It destroys without approval, so it acts only on a claimed, failed provision run of
+        # this pipeline and environment, once: never a way around the approval flow.
         failed = (context.instance.get_run_by_id(config.failed_run_id)
                   if config.failed_run_id else None)
-        if (failed is None or failed.status != DagsterRunStatus.FAILURE
-                or failed.tags.get(PIPELINE_TAG) != graph.pipeline.name):
-            # it destroys without approval, so it must not be a way around the approval flow
+        ok = (failed is not None and failed.status == DagsterRunStatus.FAILURE
+              and failed.tags.get(PIPELINE_TAG) == graph.pipeline.name
+              and failed.tags.get("infrakitchen/job") == "provision"
+              and failed.tags.get("dagster/partition", "default") == config.environment)
+        if not ok or not infrakitchen.store().start_teardown(config.failed_run_id,
+                                                             context.run_id):
             raise Failure(description=(
-                f"the global teardown runs only for a failed run of {graph.pipeline.name} "
-                f"(failed_run_id {config.failed_run_id or 'not set'} is not one); refusing"),
-                allow_retries=False)
+                f"the global teardown runs once per failed provision run of "
+                f"{graph.pipeline.name} in environment {config.environment!r}, launched by "
+                f"`ik run` or the run-failure sensor; failed_run_id "
+                f"{config.failed_run_id or '(not set)'} is not such a run; refusing"),
+                allow_retries=False, metadata={REFUSED: True})
         runtime = make_runtime(graph, context, tofu, infrakitchen, config.environment)
         context.log.warning(f"global teardown {teardown!r} for failed run "
-                            f"{config.failed_run_id or '?'} (task {config.failed_task or '?'})")
+                            f"{config.failed_run_id} (task {config.failed_task or '?'})")
         runtime.run_teardown(teardown, failed_task=config.failed_task,
-                             error_message=config.error_message)
+                             error_message=config.error_message,
+                             failed_run_id=config.failed_run_id)
 
     return GraphDefinition(name=f"{prefix}__teardown", node_defs=[_global_teardown]).to_job(
         tags={PIPELINE_TAG: graph.pipeline.name, "infrakitchen/job": "teardown"},
@@ -289,7 +311,8 @@ def _destroy_op(graph: PipelineGraph, node: Node, key: AssetKey, in_names: list[
         runtime = make_runtime(graph, context, tofu, infrakitchen, environment_of(context))
         try:
             outcome = runtime.destroy(node.name, timeout=node.task.timeout, requested=True)
-        except (TofuError, ProcessTimeout, TaskFailure) as exc:
+        except (TofuError, ProcessTimeout, TaskFailure, InterpolationError,
+                IllegalTransition) as exc:
             raise _as_failure(exc) from None
         metadata = {"operation": "destroy", "outcome": outcome.status,
                     "state": outcome.record.state if outcome.record else "none"}
@@ -411,11 +434,12 @@ def build_trigger_schedules(graph: PipelineGraph, provision_job: Any) -> list[An
                   job=provision_job, default_status=DefaultScheduleStatus.RUNNING,
                   description=f"wf cron trigger {cron!r}")
         def _trigger(context: ScheduleEvaluationContext):
+            # no user tag: the run acts as the code location's identity (grant it write)
             stamp = context.scheduled_execution_time.isoformat()
+            tags = {"infrakitchen/trigger": "cron"}
             if not environments:
-                return [RunRequest(run_key=stamp, tags={"infrakitchen/user": "schedule"})]
-            return [RunRequest(run_key=f"{stamp}-{env}", partition_key=env,
-                               tags={"infrakitchen/user": "schedule"})
+                return [RunRequest(run_key=stamp, tags=tags)]
+            return [RunRequest(run_key=f"{stamp}-{env}", partition_key=env, tags=tags)
                     for env in environments]
 
         schedules.append(_trigger)

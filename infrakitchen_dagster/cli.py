@@ -150,10 +150,10 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     if args.task and not graph.expand(args.task):
         raise CliError(f"unknown task {args.task!r}")
     targets = graph.expand(args.task) if args.task else graph.resources
-    needs_approval = any(gated(graph.pipeline.approval, graph.nodes[n].task.approval)
-                         for n in targets)
-    _require(Permission.REQUEST if needs_approval else Permission.DESTROY,
-             graph.pipeline.name, args.actor, "destroy")
+    for name in targets:  # gated: a write role may ask; otherwise the reference's admin
+        needs_approval = gated(graph.pipeline.approval, graph.nodes[name].task.approval)
+        _require(Permission.REQUEST if needs_approval else Permission.DESTROY,
+                 graph.pipeline.name, args.actor, f"destroy of {name}")
     blocked = destroy_resources(graph, environment, args.task, actor=args.actor)
     if blocked is not None:
         print(json.dumps(blocked, indent=2))
@@ -264,13 +264,30 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
                                reason=getattr(args, "reason", None))
     what = f"{decided.operation} of {decided.pipeline}/{decided.task} ({decided.environment})"
     if approve:
+        command = (f"ik destroy {decided.pipeline} --task {decided.task}"
+                   if decided.operation == "destroy"
+                   else f"ik run {decided.pipeline} --select {decided.task}")
+        if decided.environment != "default":
+            command += f" --env {decided.environment}"
+        same_vars = (f" with the same --var values ({', '.join(sorted(decided.runtime_vars))})"
+                     if decided.runtime_vars else "")
         print(f"request {decided.id} approved: {what}. The infrakitchen_approvals sensor "
-              f"launches it; without a daemon run `ik run {decided.pipeline} --select "
-              f"{decided.task}`" + ("" if decided.environment == "default"
-                                    else f" --env {decided.environment}")
-              + ("" if decided.operation != "destroy" else " (or ik destroy --task)"))
+              f"launches it; without a daemon, run `{command}`{same_vars}")
     else:
         print(f"request {decided.id} rejected: {what}")
+    return 0
+
+
+def cmd_withdraw(args: argparse.Namespace) -> int:
+    approvals = Approvals(LifecycleStore())
+    request_id = _request_id(args.id)
+    request = approvals.get(request_id)
+    if request is None:
+        raise CliError(f"no approval request {request_id}")
+    withdrawn = approvals.withdraw(request_id, actor=args.actor,
+                                   owners=_owners(request.pipeline))
+    print(f"request {withdrawn.id} withdrawn: {withdrawn.operation} of "
+          f"{withdrawn.pipeline}/{withdrawn.task} ({withdrawn.environment})")
     return 0
 
 
@@ -321,7 +338,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
     store.delete(record, actor=args.actor)
     from .tofu import TofuResource
 
-    shutil.rmtree(TofuResource().working_dir(pipeline, env, task), ignore_errors=True)
+    try:
+        node = _graph(pipeline).nodes.get(task)
+    except PipelineError:
+        node = None
+    directory = TofuResource().working_dir(pipeline, env, node.asset_name if node else task)
+    shutil.rmtree(directory, ignore_errors=True)
     print(f"deleted {pipeline}/{task} ({env}); its audit entries are kept, archived")
     return 0
 
@@ -405,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--reason", required=True)
     p.set_defaults(func=lambda a: _decide(a, False))
+
+    p = sub.add_parser("withdraw", parents=[common],
+                       help="take back a pending or approved request (requester, owner, admin)")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_withdraw)
 
     p = sub.add_parser("grant", parents=[common], help="give a principal a role on a pipeline")
     p.add_argument("principal")

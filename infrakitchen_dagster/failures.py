@@ -19,6 +19,8 @@ from .store.lifecycle import Action
 from .tofu import TofuResource
 
 PIPELINE_TAG = "infrakitchen/pipeline"
+#: set on a step failure that refused to act (assets.py)
+REFUSED = "infrakitchen/refused"
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,22 @@ def judge_failed_run(instance: DagsterInstance, run: DagsterRun, graph: Pipeline
     by_op = {f"{graph.pipeline.job_prefix}__{n.op_name}": n for n in graph.nodes.values()}
     failures = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
     failed: list[tuple[str, str]] = []
+    refused: list[str] = []
     for record in failures:
         node = by_op.get(record.step_key or "")
         if node is None:
             continue
         event = record.dagster_event
-        message = ""
-        if event is not None and event.step_failure_data and event.step_failure_data.error:
-            message = event.step_failure_data.error.message.strip()
+        data = event.step_failure_data if event is not None else None
+        if data is not None and data.user_failure_data is not None and (
+                REFUSED in (data.user_failure_data.metadata or {})):
+            refused.append(node.name)  # nothing was applied: nothing to tear down
+            continue
+        message = data.error.message.strip() if data is not None and data.error else ""
         failed.append((node.name, message))
+    if not failed and refused:
+        return FailureVerdict(False, refused[0], "", "the run was refused (role or state), "
+                              "nothing was applied")
     if not failed:
         return FailureVerdict(True, "", "run failed without a task failure (crashed or "
                               "terminated)", "crashed")
@@ -54,14 +63,17 @@ def judge_failed_run(instance: DagsterInstance, run: DagsterRun, graph: Pipeline
                           "every failed task had its own on_failure")
 
 
-def mark_crashed_resources(store: LifecycleStore, run: DagsterRun, pipeline: str,
+def mark_crashed_resources(store: LifecycleStore, run: DagsterRun, graph: PipelineGraph,
                            actor: str) -> list[str]:
     """Records a dead run left `in_progress` become `error` (with the run id audited)."""
     marked = []
+    pipeline = graph.pipeline.name
     for record in store.records(pipeline):
         if record.status == Status.IN_PROGRESS and record.last_run_id == run.run_id:
-            reaped = reap_processes_in(
-                TofuResource().working_dir(pipeline, record.environment, record.task))
+            node = graph.nodes.get(record.task)
+            directory = TofuResource().working_dir(
+                pipeline, record.environment, node.asset_name if node else record.task)
+            reaped = reap_processes_in(directory)
             store.transition(record, Action.MARK_ERROR, actor=actor, run_id=run.run_id,
                              details={"crashed_run_id": run.run_id,
                                       "stray_processes_killed": len(reaped)},

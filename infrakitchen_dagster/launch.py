@@ -106,7 +106,7 @@ def _handle_failure(graph: PipelineGraph, inst: DagsterInstance, run, environmen
                     runtime_vars: dict[str, str], actor: str) -> None:
     """SPEC 3.4: `ik run` runs the global teardown itself as soon as its run failed."""
     store = LifecycleStore()
-    mark_crashed_resources(store, run, graph.pipeline.name, actor)
+    mark_crashed_resources(store, run, graph, actor)
     teardown = graph.pipeline.on_failure
     if not teardown:
         return

@@ -25,17 +25,19 @@ class InfraKitchenResource(ConfigurableResource):
                                  description="Runtime variables; override the pipeline's [vars]")
     force: bool = Field(default=False,
                         description="Run tofu even for resources whose fingerprint is unchanged")
-    database_url: str | None = Field(
-        default=None, description="Lifecycle store URL; default: INFRAKITCHEN_DATABASE_URL")
     tasks: list[str] = Field(
         default_factory=list,
         description="Destroy jobs only: act on these tasks and pass over the others")
-    actor: str | None = Field(
-        default=None, description="Who acts; default: INFRAKITCHEN_USER or the OS user")
+    # The lifecycle store and the acting principal are deliberately not run config: whoever
+    # launches a run must not be able to point it at another store (with approvals of its
+    # own making) or name themselves. They come from the code location's environment
+    # (INFRAKITCHEN_DATABASE_URL, INFRAKITCHEN_USER) and the run's `infrakitchen/user` tag.
 
     def store(self) -> LifecycleStore:
-        return LifecycleStore(self.database_url)
+        return LifecycleStore()
 
     def principal(self, run_tags: dict[str, Any] | None = None) -> str:
+        """The run's `infrakitchen/user` tag (set by `ik run` and the approvals sensor),
+        else the code location's identity."""
         tags = run_tags or {}
-        return self.actor or tags.get("infrakitchen/user") or default_actor()
+        return tags.get("infrakitchen/user") or default_actor()

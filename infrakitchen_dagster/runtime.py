@@ -58,12 +58,17 @@ class TaskFailure(Exception):
     """A task failed for a reason the user must fix; the message is the whole story."""
 
 
+class Refused(TaskFailure):
+    """The action was not allowed (role, lifecycle state): nothing was changed, so no
+    teardown may follow it."""
+
+
 @dataclass
 class Outcome:
     """What a run of one task produced, for metadata and the caller."""
 
     #: applied | unchanged | ran | skipped | ignored_failure | destroyed |
-    #: approval_pending | rejected
+    #: approval_pending | rejected | blocked
     status: str
     record: RecordView | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +91,7 @@ class _Change:
     fingerprint: str
     workspace: TofuWorkspace
     lines: list[str]
+    secrets: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,13 @@ class Drift:
 
 #: "  # null_resource.this will be created" -> (address, what happens)
 _PLANNED_CHANGE = re.compile(r"^\s*# (\S+) (.*\b(?:will|must) be\b.*)$")
+def _carrying(values: dict[str, Any], secrets: set[str]) -> set[str]:
+    """Names whose value contains one of `secrets` (as masking would find it)."""
+    usable = [secret for secret in secrets if secret and len(secret) >= 3]
+    return {name for name, value in values.items()
+            if any(secret in to_text(value) for secret in usable)}
+
+
 PROVISION_OPS = (Operation.PROVISION.value, Operation.UPDATE.value)
 
 
@@ -333,10 +346,10 @@ class TaskRuntime:
                 if other.state == State.DESTROYED:
                     continue
                 if other.variables.get(name) == variables[name]:
-                    raise TaskFailure(
+                    raise TaskFailure(  # the value itself is not repeated: it may be secret
                         f"variable {name!r} must be unique among resources of module "
                         f"{node.task.module!r}, but {other.pipeline}/{other.task} "
-                        f"({other.environment}) already uses {variables[name]!r}")
+                        f"({other.environment}) already uses the same value")
 
     def fingerprint(self, node: Node, variables: dict[str, Any],
                     backend: BackendSettings) -> str:
@@ -353,7 +366,7 @@ class TaskRuntime:
             self.approvals.access.require(permission, self.pipeline.name, self.actor,
                                           self.pipeline.owners, what)
         except PermissionDenied as exc:
-            raise TaskFailure(str(exc)) from None
+            raise Refused(str(exc)) from None
 
     def _gated(self, node: Node) -> bool:
         return node.kind == "resource" and gated(self.pipeline.approval, node.task.approval)
@@ -384,6 +397,12 @@ class TaskRuntime:
         if not approved:  # an approved request carries its approver's authority
             self._require(Permission.REQUEST, f"provision of {node.name}")
         record = self._record(node)
+        if record.state == State.DESTROY:
+            reason = (f"a destroy of {node.name} is under way ({record.state}/{record.status}); "
+                      "finish it, or reject its request to keep the resource, before "
+                      "provisioning again")
+            self.progress(f"{node.name}: not provisioned: {reason}")
+            return Outcome("blocked", record, reason=reason)
         resolve, secrets = self.resolver(node)
         try:
             self._check_parents(node)
@@ -401,7 +420,9 @@ class TaskRuntime:
         if self.graph.module_dir(node.name) is None and node.kind == "resource":
             raise TaskFailure(f"{node.name}: remote module sources ({node.task.module}) are "
                               "not supported yet; vendor the module into the pipeline dir")
-        sensitive_vars = self._sensitive_variables(node)
+        # a variable that carries a secret (a sensitive upstream output, a registered secret,
+        # a credential) is itself sensitive
+        sensitive_vars = self._sensitive_variables(node) | _carrying(variables, secrets)
         secrets |= {to_text(variables[k]) for k in sensitive_vars if k in variables}
         fingerprint = self.fingerprint(node, variables, backend)
 
@@ -422,19 +443,20 @@ class TaskRuntime:
         lines: list[str] = []
         workspace = self._workspace(node, backend=backend, env=env, secrets=secrets,
                                     timeout=timeout, lines=lines)
-        change = _Change(variables, sensitive_vars, fingerprint, workspace, lines)
-        if self._gated(node):
-            return self._provision_gated(node, record, change)
-        record = self._recreate_if_needed(record)
-        record = self._start(record, fingerprint)
-        try:
-            workspace.prepare(variables)
-            workspace.init()
-            plan, plan_file = workspace.plan()
-        except BaseException as exc:
-            self._failed(record, exc)
-            raise
-        return self._apply(node, record, change, plan, plan_file)
+        change = _Change(variables, sensitive_vars, fingerprint, workspace, lines, secrets)
+        with workspace.locked(self.progress):
+            if self._gated(node):
+                return self._provision_gated(node, record, change)
+            record = self._recreate_if_needed(record)
+            record = self._start(record, fingerprint)
+            try:
+                workspace.prepare(variables)
+                workspace.init()
+                plan, plan_file = workspace.plan()
+            except BaseException as exc:
+                self._failed(record, exc)
+                raise
+            return self._apply(node, record, change, plan, plan_file)
 
     def _start(self, record: RecordView, fingerprint: str) -> RecordView:
         action = (Action.UPDATE_START if record.state == State.PROVISIONED
@@ -462,8 +484,12 @@ class TaskRuntime:
         except BaseException as exc:
             self._failed(record, exc)
             raise
+        finally:
+            if not saved:
+                plan_file.unlink(missing_ok=True)  # it holds variable values
         outputs = {k: v.get("value") for k, v in raw_outputs.items()}
         sensitive_outputs = {k for k, v in raw_outputs.items() if v.get("sensitive")}
+        sensitive_outputs |= _carrying(outputs, change.secrets)
         record = self.store.transition(
             record, Action.UPDATE_SUCCESS if updating else Action.PROVISION_SUCCESS,
             actor=self.actor, run_id=self.run_id, bump_revision=updating,
@@ -501,6 +527,7 @@ class TaskRuntime:
                 return Outcome("rejected", record, reason=reason)
         elif latest is not None and latest.status in (RequestStatus.APPROVED,
                                                       RequestStatus.LAUNCHED):
+            self._require(Permission.REQUEST, f"provision of {node.name}")
             self.approvals.mark(latest.id, RequestStatus.STALE, actor=self.actor,
                                 run_id=self.run_id,
                                 reason="the configuration changed after approval")
@@ -520,7 +547,7 @@ class TaskRuntime:
             record, operation=operation, fingerprint=change.fingerprint, plan_file=plan_file,
             plan_summary=plan.as_dict(), proposed_variables=change.variables,
             sensitive_variables=change.sensitive & set(change.variables),
-            requested_by=self.actor, run_id=self.run_id)
+            requested_by=self.actor, run_id=self.run_id, runtime_vars=self.runtime_vars)
         plan_file.unlink(missing_ok=True)
         record = self.store.get(self.pipeline.name, node.name, self.environment) or record
         return self._awaiting(node, record, request, plan)
@@ -584,9 +611,11 @@ class TaskRuntime:
         secrets |= env_secrets | {to_text(variables[k]) for k in sensitive if k in variables}
         workspace = self._workspace(node, backend=self.backend(node, resolve), env=env,
                                     secrets=secrets, timeout=node.task.timeout)
-        workspace.prepare(variables)
-        workspace.init()
-        summary, _ = workspace.plan()
+        with workspace.locked(self.progress):
+            workspace.prepare(variables)
+            workspace.init()
+            summary, plan_file = workspace.plan()
+            plan_file.unlink(missing_ok=True)
         return summary
 
     def drift(self, node: Node) -> Drift | None:
@@ -603,9 +632,10 @@ class TaskRuntime:
         workspace = self._workspace(node, backend=self.backend(node, resolve), env=env,
                                     secrets=secrets | env_secrets | set(record.secrets),
                                     timeout=node.task.timeout)
-        workspace.prepare(record.variables)
-        workspace.init()
-        code, summary, result = workspace.detailed_plan()
+        with workspace.locked(self.progress):
+            workspace.prepare(record.variables)
+            workspace.init()
+            code, summary, result = workspace.detailed_plan()
         changes = [f"{m.group(1)} {m.group(2)}" for line in result.lines
                    if (m := _PLANNED_CHANGE.match(line))]
         drift = Drift(drifted=code == 2, plan=summary, changes=changes)
@@ -711,6 +741,15 @@ class TaskRuntime:
 
     # -- destroy and teardown ---------------------------------------------------------
 
+    def _touched_by(self, name: str, run_id: str | None) -> bool:
+        """Whether `run_id` applied (or tried to apply) the resource `name`."""
+        if not run_id:
+            return False
+        applied = {"provision_start", "update_start"}
+        return any(e["run_id"] == run_id and e["action"] in applied
+                   and e["environment"] == self.environment
+                   for e in self.store.audit_entries(self.pipeline.name, name))
+
     def blocking_children(self, name: str) -> list[RecordView]:
         """Children whose infrastructure exists (provisioned, or on the way to destroyed).
 
@@ -760,25 +799,27 @@ class TaskRuntime:
         workspace = self._workspace(node, backend=self.backend(node, resolve), env=env,
                                     secrets=secrets | env_secrets | set(record.secrets),
                                     timeout=timeout, lines=lines)
-        if record.state == State.PROVISION:
-            return self._destroy_partial(node, record, workspace, resolve, reason)
-        if gated_destroy:
-            if approved is None:
-                return self._request_destroy(node, record, workspace)
-            return self._destroy_approved(node, record, workspace, approved, lines)
-        if record.state == State.PROVISIONED:
-            record = self.store.transition(record, Action.DESTROY_REQUEST, actor=self.actor,
-                                           run_id=self.run_id, details={"reason": reason})
-        record = self.store.transition(record, Action.DESTROY_START, actor=self.actor,
-                                       run_id=self.run_id)
-        try:
-            workspace.prepare(record.variables)
-            workspace.init()
-            workspace.destroy()
-        except BaseException as exc:
-            self._destroy_failed(record, exc)
-            raise
-        return self._destroyed(record, reason, lines)
+        with workspace.locked(self.progress):
+            if record.state == State.PROVISION:
+                return self._destroy_partial(node, record, workspace, resolve, reason)
+            if gated_destroy:
+                if approved is None:
+                    return self._request_destroy(node, record, workspace)
+                return self._destroy_approved(node, record, workspace, approved, lines)
+            if record.state == State.PROVISIONED:
+                record = self.store.transition(record, Action.DESTROY_REQUEST,
+                                               actor=self.actor, run_id=self.run_id,
+                                               details={"reason": reason})
+            record = self.store.transition(record, Action.DESTROY_START, actor=self.actor,
+                                           run_id=self.run_id)
+            try:
+                workspace.prepare(record.variables)
+                workspace.init()
+                workspace.destroy()
+            except BaseException as exc:
+                self._destroy_failed(record, exc)
+                raise
+            return self._destroyed(record, reason, lines)
 
     def _destroy_abstract(self, record: RecordView) -> Outcome:
         """Abstract records have no infrastructure: the transitions without tofu."""
@@ -863,8 +904,13 @@ class TaskRuntime:
         outcome.request_id = request.id
         return outcome
 
-    def run_teardown(self, teardown: str, failed_task: str, error_message: str) -> list[str]:
-        """Run a forensic task: destroy its targets (children first) or run its command."""
+    def run_teardown(self, teardown: str, failed_task: str, error_message: str,
+                     failed_run_id: str | None = None) -> list[str]:
+        """Run a forensic task: destroy its targets (children first) or run its command.
+
+        Gated resources (approval flow) are destroyed only when the failed run itself
+        applied them (or left them half-applied); anything else needs an approved destroy.
+        """
         node = self.graph.teardowns.get(teardown) or self.graph.nodes[teardown]
         self.store.audit("teardown", actor=self.actor, pipeline=self.pipeline.name,
                          environment=self.environment, run_id=self.run_id,
@@ -874,6 +920,12 @@ class TaskRuntime:
                            if r.environment == self.environment
                            and r.state != State.DESTROYED}
             targets = self.graph.destroy_targets(teardown, provisioned)
+            kept = [t for t in targets if self._gated(self.graph.nodes[t])
+                    and not self._touched_by(t, failed_run_id)]
+            if kept:
+                self.progress(f"teardown {teardown}: keeping {', '.join(kept)} (approval flow: "
+                              "not applied by the failed run; destroy them through a request)")
+            targets = [t for t in targets if t not in kept]
             self.progress(f"teardown {teardown}: destroying {', '.join(targets) or 'nothing'}")
             for target in targets:
                 self.destroy(target, timeout=node.task.timeout, reason=f"teardown:{teardown}")

@@ -42,13 +42,17 @@ def approval_run_request(graph: PipelineGraph, request: ApprovalRequest,
             "infrakitchen/user": request.requested_by,
             "infrakitchen/approved_by": request.decided_by or ""}
     partition = request.environment if graph.pipeline.environments else None
+    # the request's runtime vars, so that the run resolves the very values it planned with
+    config = {"vars": {k: str(v) for k, v in request.runtime_vars.items()}}
     if request.operation == "destroy":
         return RunRequest(
             run_key=str(request.id), job_name=f"{prefix}__destroy", partition_key=partition,
-            run_config={"resources": {"infrakitchen": {"config": {"tasks": [request.task]}}}},
+            run_config={"resources": {"infrakitchen": {"config": {
+                **config, "tasks": [request.task]}}}},
             tags=tags)
     return RunRequest(run_key=str(request.id), job_name=f"{prefix}__provision",
-                      asset_selection=[key], partition_key=partition, tags=tags)
+                      asset_selection=[key], partition_key=partition, tags=tags,
+                      run_config={"resources": {"infrakitchen": {"config": config}}})
 
 
 def build_approvals_sensor(graphs: Mapping[str, PipelineGraph],
@@ -71,6 +75,11 @@ def build_approvals_sensor(graphs: Mapping[str, PipelineGraph],
                 continue  # rejected, or launched by someone else already
             if graph is None or request.task not in graph.nodes:
                 skipped.append(f"request {request.id}: pipeline or task no longer defined")
+                continue
+            if graph.pipeline.environments and request.environment not in (
+                    graph.pipeline.environments):
+                skipped.append(f"request {request.id}: environment {request.environment!r} "
+                               "no longer defined")
                 continue
             if not approvals.claim_for_launch(request.id):
                 continue  # another sensor won the race
@@ -114,7 +123,7 @@ def build_run_failure_sensor(graphs: Mapping[str, PipelineGraph], jobs: list
             return SkipReason(f"run {run.run_id} is not a provision or destroy run of a "
                               "known pipeline")
         store = LifecycleStore()
-        marked = mark_crashed_resources(store, run, graph.pipeline.name, "run-failure-sensor")
+        marked = mark_crashed_resources(store, run, graph, "run-failure-sensor")
         if marked:
             context.log.info(f"marked error after run {run.run_id} died: {', '.join(marked)}")
         fail_launched_request(store, run.tags.get(REQUEST_TAG), run.run_id)
@@ -159,7 +168,8 @@ def build_file_watch_sensors(graph: PipelineGraph, provision_job) -> list[Sensor
                 return SensorResult(cursor=str(max(newest, seen or 0)), skip_reason=SkipReason(
                     "first look: recorded the current files" if seen is None
                     else "no file changed"))
-            tags = {"infrakitchen/user": "file-watch", "infrakitchen/trigger": str(base)}
+            # no user tag: the run acts as the code location's identity (grant it write)
+            tags = {"infrakitchen/trigger": f"file_watch {base}"}
             requests = ([RunRequest(run_key=str(newest), tags=tags)] if not environments else
                         [RunRequest(run_key=f"{newest}-{env}", partition_key=env, tags=tags)
                          for env in environments])

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -276,13 +277,30 @@ class TofuWorkspace:
     def _lock_timeout(self) -> str:
         return f"-lock-timeout={self.resource.lock_timeout}"
 
+    @contextmanager
+    def locked(self, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold this resource's working directory: one run at a time prepares, plans and
+        applies in it (a plan job or drift check must not rewrite the tfvars or the plan
+        file between another run's plan and apply)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / f".{self.path.name}.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting:
+                    waiting("another run is working on this resource; waiting for it")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
     def plan(self, destroy: bool = False) -> tuple[PlanSummary, Path]:
         args = ["plan", "-input=false", "-no-color", self._lock_timeout,
                 f"-out={self.PLAN_FILE}"]
         if destroy:
             args.append("-destroy")
         result = self.run(*args)
-        return PlanSummary.parse(result.output), self.path / self.PLAN_FILE
+        plan_file = self.path / self.PLAN_FILE
+        os.chmod(plan_file, 0o600)  # it holds variable values, secrets included
+        return PlanSummary.parse(result.output), plan_file
 
     def detailed_plan(self) -> tuple[int, PlanSummary, ProcessResult]:
         """`plan -detailed-exitcode`: 0 no changes, 2 changes (drift checks)."""
@@ -313,6 +331,7 @@ class TofuWorkspace:
         """Apply an approved plan file exactly as it was saved (a copy sits in the workdir)."""
         target = self.path / self.APPROVED_PLAN
         shutil.copyfile(saved_plan, target)
+        os.chmod(target, 0o600)
         return self.apply(target)
 
     def state_identity(self) -> tuple[int, str]:

@@ -12,6 +12,11 @@ import json
 import subprocess
 from pathlib import Path
 
+from dagster import DagsterInstance
+
+from infrakitchen_dagster.failures import judge_failed_run
+from infrakitchen_dagster.graph import load_graph
+
 from .conftest import FIXTURES, IkEnv, ik_in_process, write_pipeline
 
 STEP_MODULE = FIXTURES / "modules" / "step"
@@ -100,6 +105,10 @@ def test_approval_flow_end_to_end(store_env: IkEnv, tmp_path: Path) -> None:
     t.text += [run.stdout, run.stderr]
     assert run.returncode != 0 and "needs write" in run.stdout + run.stderr
     assert t.requests() == []
+    refused_run = DagsterInstance.get().get_runs()[0]
+    verdict = judge_failed_run(DagsterInstance.get(), refused_run,
+                               load_graph(store_env.pipelines / "gate.toml"))
+    assert not verdict.fire and "refused" in verdict.reason  # no teardown after a refusal
 
     # 1. provision under approval: a request with the plan, nothing applied
     t.ik("run", "gate", as_="wendy", subprocess=True)
@@ -130,7 +139,7 @@ def test_approval_flow_end_to_end(store_env: IkEnv, tmp_path: Path) -> None:
     assert (t.record("net")["state"], t.record("net")["status"]) == ("provision", "ready")
 
     # the approved run applies exactly the saved plan; app (approval = false) follows
-    saved = Path(store_env.home / "plans" / f"request-{request['id']}.tfplan")
+    [saved] = (store_env.home / "plans").glob(f"request-{request['id']}-*.tfplan")
     approved_bytes = saved.read_bytes()
     assert hashlib.sha256(approved_bytes).hexdigest() == request["plan_sha256"]
     t.ik("run", "gate", as_="wendy")
@@ -171,8 +180,7 @@ def test_approval_flow_end_to_end(store_env: IkEnv, tmp_path: Path) -> None:
     # 4. update rejected: nothing changes, the temporary state is gone
     t.ik("run", "gate", "--var", "VALUE=v3", as_="wendy")
     [update] = t.requests("net", status="pending")
-    plan_file = store_env.home / "plans" / f"request-{update['id']}.tfplan"
-    assert plan_file.is_file()
+    [plan_file] = (store_env.home / "plans").glob(f"request-{update['id']}-*.tfplan")
     t.ik("reject", str(update["id"]), "--reason", "wrong value", as_="olive")
     net = t.record("net")
     assert (net["revision"], net["outputs"]["value"], net["pending_update"]) == (2, "v2", None)
@@ -236,12 +244,26 @@ def test_approval_flow_end_to_end(store_env: IkEnv, tmp_path: Path) -> None:
     t.ik("run", "gate", "--select", "extra", "--force", as_="wendy")
     assert (t.record("extra")["state"], t.record("extra")["status"]) == (
         "provision", "approval_pending")
-    assert len(t.requests("extra", status="pending")) == 1
+    [forced] = t.requests("extra", status="pending")
+    # withdrawn by its requester: back to rejected, and a new run may ask again
+    t.ik("withdraw", str(forced["id"]), as_="rita", code=2)
+    t.ik("withdraw", str(forced["id"]), as_="wendy")
+    assert t.record("extra")["status"] == "rejected"
+    assert t.requests("extra")[-1]["status"] == "stale"
+    t.ik("run", "gate", "--select", "extra", "--force", as_="wendy")
+
+    # a broken pipeline file closes the pipeline: TOML owners are unknown, grants remain
+    [pending] = t.requests("extra", status="pending")
+    (store_env.pipelines / "gate.toml").write_text("name = [broken")
+    assert t.json("approvals", as_="mallory") == []
+    t.ik("reject", str(pending["id"]), "--reason", "mine now", as_="mallory", code=2)
+    t.ik("reject", str(pending["id"]), "--reason", "owner file broken", as_="olive", code=2)
+    t.ik("reject", str(pending["id"]), "--reason", "fix the file first", as_="adam")
 
     # the secret appears nowhere: CLI output, audit, requests, revisions, run logs
-    t.text.append(json.dumps(t.json("audit")))
-    t.text.append(json.dumps(t.json("approvals")))
-    t.text.append(json.dumps(t.json("resources")))
+    t.text.append(json.dumps(t.json("audit", as_="adam")))
+    t.text.append(json.dumps(t.json("approvals", as_="adam")))
+    t.text.append(json.dumps(t.json("resources", as_="adam")))
     assert SECRET not in "\n".join(t.text)
     _assert_secret_absent_from_store_and_runs(store_env)
 

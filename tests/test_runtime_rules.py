@@ -142,3 +142,28 @@ variables = { owner = "platform" }
     assert not runtime.tofu.working_dir("family", "default", "team").exists()
     destroyed = runtime.destroy("team", requested=True).record
     assert destroyed.state == "destroyed"
+
+
+def test_a_variable_carrying_a_sensitive_upstream_output_is_sensitive(tmp_path: Path) -> None:
+    from infrakitchen_dagster.runtime import _carrying
+
+    runtime = _runtime(tmp_path, f"""
+name = "family"
+[tasks.db]
+module = "{STEP}"
+variables = {{ name = "db" }}
+[tasks.app]
+module = "{STEP}"
+depends_on = ["db"]
+variables = {{ name = "app", value = "postgres://u:{{{{.db.secret}}}}@db" }}
+""")
+    db = _provisioned(runtime, "db", {"name": "db"})
+    runtime.store.transition(db, Action.UPDATE_START, actor="alice")
+    runtime.store.transition(runtime.store.get("family", "db", "default"),
+                             Action.UPDATE_SUCCESS, actor="alice",
+                             outputs={"secret": "pw-Hidden-42"}, sensitive_outputs=["secret"])
+    node = runtime.graph.nodes["app"]
+    resolve, secrets = runtime.resolver(node)
+    variables = runtime.tfvars(node, resolve)
+    assert variables["value"] == "postgres://u:pw-Hidden-42@db"
+    assert _carrying(variables, secrets) == {"value"}

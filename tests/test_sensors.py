@@ -211,27 +211,40 @@ variables = {{ name = "net", value = "one", sleep_seconds = 60, count_file = "{t
     assert listed.stdout.split() == ["null_resource.this"]
 
 
-def test_teardown_job_cannot_be_launched_to_destroy_without_a_failed_run(
-        store_env: IkEnv, tmp_path: Path) -> None:
+def test_teardown_job_acts_once_per_claimed_failed_run(store_env: IkEnv,
+                                                      tmp_path: Path) -> None:
+    """The teardown job destroys without approval, so launching it by hand (a made-up
+    failed run, or replaying a real one) must not destroy anything."""
     write_pipeline(store_env.pipelines, "guarded", f"""
 name = "guarded"
 on_failure = "teardown-all"
 [tasks.net]
 module = "{STEP_MODULE}"
 variables = {{ name = "net" }}
+[tasks.bad]
+module = "{STEP_MODULE}"
+depends_on = ["net"]
+variables = {{ name = "bad", fail = true }}
 [tasks.teardown-all]
 type = "forensic"
 destroy = "all"
 """)
-    _ik("run", "guarded")
-    config = tmp_path / "teardown.yaml"
-    config.write_text(json.dumps({"ops": {"guarded__global_teardown": {"config": {
-        "failed_run_id": "not-a-run", "failed_task": "net"}}}}))
-    result = store_env.dagster_job("guarded__teardown", "-c", str(config), check=False)
-    assert result.returncode != 0
-    assert "runs only for a failed run of guarded" in result.stdout + result.stderr
-    record = json.loads(_ik("inspect", "guarded/net", "--json").stdout)
-    assert (record["state"], record["status"]) == ("provisioned", "done")
+    assert ik_in_process("run", "guarded", check=False).returncode == 1
+    assert json.loads(_ik("inspect", "guarded/net", "--json").stdout)["state"] == "destroyed"
+    [failed] = [r for r in DagsterInstance.get().get_runs()
+                if r.job_name == "guarded__provision"]
+    _ik("run", "guarded", "--select", "net")  # provisioned again
+
+    for failed_run_id in (failed.run_id, "not-a-run"):
+        config = tmp_path / "teardown.yaml"
+        config.write_text(json.dumps({"ops": {"guarded__global_teardown": {"config": {
+            "failed_run_id": failed_run_id, "failed_task": "bad"}}}}))
+        result = store_env.dagster_job("guarded__teardown", "-c", str(config), check=False)
+        assert result.returncode != 0
+        assert "the global teardown runs once per failed provision run of guarded" in (
+            result.stdout + result.stderr)
+        record = json.loads(_ik("inspect", "guarded/net", "--json").stdout)
+        assert (record["state"], record["status"]) == ("provisioned", "done")
 
 
 def _processes_in(directory: Path) -> list[str]:

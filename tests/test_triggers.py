@@ -77,5 +77,6 @@ def test_file_watch_launches_once_per_change_and_not_on_first_look(tmp_path: Pat
     requests, new_cursor = tick(cursor)
     [request] = requests
     assert request.run_key == str(changed.stat().st_mtime_ns)
-    assert request.tags["infrakitchen/user"] == "file-watch"
+    assert request.tags["infrakitchen/trigger"] == f"file_watch {inbox}"
+    assert "infrakitchen/user" not in request.tags  # acts as the code location
     assert tick(new_cursor)[0] == []

@@ -419,6 +419,19 @@ class LifecycleStore:
 
     # -- global teardown bookkeeping --------------------------------------------------
 
+    def start_teardown(self, failed_run_id: str, teardown_run_id: str) -> bool:
+        """True once per claim: the teardown run that may act on a failed run's claim.
+
+        Without a claim (made by `ik run` or the run-failure sensor) nothing may be torn
+        down, which keeps the teardown job from being a way around the approval flow.
+        """
+        with self.session() as session:
+            mark = session.get(TeardownMark, failed_run_id, with_for_update=True)
+            if mark is None or mark.teardown_run_id not in (None, teardown_run_id):
+                return False
+            mark.teardown_run_id = teardown_run_id
+            return True
+
     def claim_teardown(self, run_id: str, pipeline: str, handled_by: str) -> bool:
         """True exactly once per failed run, whoever (CLI or sensor) asks first."""
         try:

@@ -101,6 +101,8 @@ class TeardownMark(Base):
     pipeline: Mapped[str] = mapped_column(String(200))
     handled_by: Mapped[str] = mapped_column(String(50))
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: the teardown run that acted on the claim (each claim is acted on once)
+    teardown_run_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class ApprovalRequestRow(Base):
@@ -124,6 +126,8 @@ class ApprovalRequestRow(Base):
     plan_sha256: Mapped[str] = mapped_column(String(64))
     plan_path: Mapped[str] = mapped_column(Text)
     proposed_variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: the run's runtime vars, so the run that applies the request resolves the same values
+    runtime_vars: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     sensitive_variables: Mapped[list[Any]] = mapped_column(JSON, default=list)
     diff: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     requested_by: Mapped[str] = mapped_column(String(200))

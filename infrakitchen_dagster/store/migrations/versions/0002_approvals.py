@@ -1,4 +1,5 @@
-"""Approval requests (with the update temporary state), grants, drift on records.
+"""Approval requests (with the update temporary state), grants, drift on records, and
+which teardown run acted on a failed run's claim.
 
 Revision ID: 0002
 Revises: 0001
@@ -21,6 +22,8 @@ def upgrade() -> None:
     with op.batch_alter_table("ik_resources") as batch:
         batch.add_column(sa.Column("module_hash", sa.String(64)))
         batch.add_column(sa.Column("drift", sa.JSON()))
+    with op.batch_alter_table("ik_teardown_runs") as batch:
+        batch.add_column(sa.Column("teardown_run_id", sa.String(64)))
     op.create_table(
         "ik_approval_requests",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -35,6 +38,7 @@ def upgrade() -> None:
         sa.Column("plan_sha256", sa.String(64), nullable=False),
         sa.Column("plan_path", sa.Text(), nullable=False),
         sa.Column("proposed_variables", sa.JSON(), nullable=False),
+        sa.Column("runtime_vars", sa.JSON(), nullable=False),
         sa.Column("sensitive_variables", sa.JSON(), nullable=False),
         sa.Column("diff", sa.JSON(), nullable=False),
         sa.Column("requested_by", sa.String(200), nullable=False),
@@ -61,6 +65,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("ik_grants")
     op.drop_table("ik_approval_requests")
+    with op.batch_alter_table("ik_teardown_runs") as batch:
+        batch.drop_column("teardown_run_id")
     with op.batch_alter_table("ik_resources") as batch:
         batch.drop_column("drift")
         batch.drop_column("module_hash")
