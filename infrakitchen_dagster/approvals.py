@@ -18,7 +18,7 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -304,6 +304,21 @@ class Approvals:
                 select(ApprovalRequestRow)
                 .where(ApprovalRequestRow.decision_seq > seq)
                 .order_by(ApprovalRequestRow.decision_seq).limit(limit))
+            return [ApprovalRequest.of(r) for r in rows]
+
+    def stranded(self, older_than_seconds: float) -> list[ApprovalRequest]:
+        """Approved requests the cursor passed without launching (their pipeline was broken
+        at the time), and launched ones whose run never started applying: the sensor
+        looks at these few again instead of leaving them behind."""
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(ApprovalRequestRow)
+                .where(ApprovalRequestRow.status.in_([RequestStatus.APPROVED.value,
+                                                      RequestStatus.LAUNCHED.value]),
+                       ApprovalRequestRow.launched_run_id.is_(None),
+                       ApprovalRequestRow.updated_at < cutoff)
+                .order_by(ApprovalRequestRow.id).limit(50))
             return [ApprovalRequest.of(r) for r in rows]
 
     # -- requesting -------------------------------------------------------------------

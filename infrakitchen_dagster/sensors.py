@@ -17,6 +17,7 @@ from dagster import (
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -32,6 +33,8 @@ from .store import LifecycleStore
 
 RUN_FAILURE_SENSOR = "infrakitchen_run_failures"
 APPROVALS_SENSOR = "infrakitchen_approvals"
+#: an approved request not launched, or launched without a run, this long is looked at again
+STRANDED_AFTER_SECONDS = 120
 
 
 def approval_run_request(graph: PipelineGraph, request: ApprovalRequest,
@@ -68,6 +71,19 @@ def build_approvals_sensor(graphs: Mapping[str, PipelineGraph],
         approvals = Approvals(LifecycleStore())
         requests: list[RunRequest] = []
         skipped: list[str] = []
+        for request in approvals.stranded(STRANDED_AFTER_SECONDS):
+            if request.status == RequestStatus.LAUNCHED and context.instance.get_runs(
+                    filters=RunsFilter(tags={REQUEST_TAG: str(request.id)}), limit=1):
+                continue  # its run exists (queued, or failed before applying)
+            graph = graphs.get(request.pipeline)
+            if graph is None or request.task not in graph.nodes:
+                continue
+            if request.status == RequestStatus.APPROVED and not approvals.claim_for_launch(
+                    request.id):
+                continue
+            context.log.info(f"launching request {request.id} again: its run never started")
+            requests.append(approval_run_request(
+                graph, request, keys[(request.pipeline, request.task)]))
         for request in approvals.decided_after(cursor):
             cursor = max(cursor, request.decision_seq or 0)
             graph = graphs.get(request.pipeline)

@@ -91,6 +91,18 @@ def test_approvals_sensor_launches_each_approved_request_once(store_env: IkEnv,
     assert _evaluate(store_env.pipelines, cursor)[0] == []
     assert _evaluate(store_env.pipelines, None)[0] == []
 
+    # a launch whose run never came (the tick died after claiming): looked at again later
+    from datetime import timedelta
+
+    from infrakitchen_dagster.store import LifecycleStore
+    from infrakitchen_dagster.store.models import ApprovalRequestRow
+
+    with LifecycleStore().session() as session:
+        row = session.get(ApprovalRequestRow, net["id"])
+        row.updated_at = row.updated_at - timedelta(seconds=600)
+    [again] = _evaluate(store_env.pipelines, cursor)[0]
+    assert again.run_key == str(net["id"]) and again.job_name == "gate__provision"
+
 
 def test_two_sensors_racing_launch_a_request_once(store_env: IkEnv, tmp_path: Path) -> None:
     _gated_pipeline(store_env.pipelines, tmp_path)
