@@ -23,6 +23,7 @@ from .approvals import (
     RequestStatus,
     Role,
     gated,
+    plan_text,
 )
 from .graph import PipelineGraph, find_pipeline, load_graph
 from .spec import PipelineError, read_pipeline
@@ -203,7 +204,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  {key} = {json.dumps(value)}")
     for request in pending:
         print(f"open request {request['id']}: {request['operation']} {request['status']} "
-              f"(plan {request['plan_summary']})")
+              f"(plan {plan_text(request['plan_summary'])})")
         for key, change in request["diff"].items():
             print(f"  {key}: {json.dumps(change['old'])} -> {json.dumps(change['new'])}")
     return 0
@@ -239,7 +240,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         return 0
     rows = [(str(r["id"]), f"{r['pipeline']}/{r['task']}", r["environment"], r["operation"],
              r["status"], r["requested_by"], r["decided_by"] or "-",
-             "+{add} ~{change} -{destroy}".format(**r["plan_summary"]))
+             plan_text(r["plan_summary"]))
             for r in requests]
     _table(("ID", "RESOURCE", "ENV", "OPERATION", "STATUS", "REQUESTED BY", "DECIDED BY",
             "PLAN"), rows)

@@ -26,6 +26,7 @@ from .approvals import (
     PermissionDenied,
     RequestStatus,
     gated,
+    plan_text,
 )
 from .graph import BACKEND_BUILTINS, TEARDOWN_BUILTINS, Node, PipelineGraph
 from .interpolation import (
@@ -555,7 +556,7 @@ class TaskRuntime:
     def _awaiting(self, node: Node, record: RecordView, request: ApprovalRequest,
                   plan: PlanSummary | None = None) -> Outcome:
         reason = (f"{request.operation} waits for approval of request {request.id} "
-                  f"(plan: {request.plan_summary}); an owner or admin runs "
+                  f"(plan: {plan_text(request.plan_summary)}); an owner or admin runs "
                   f"`ik approve {request.id}` or `ik reject {request.id} --reason ...`")
         self.progress(f"{node.name}: {reason}")
         return Outcome("approval_pending", record, plan=plan, reason=reason,
