@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +86,55 @@ def shell_script(base: Path, names: list[str]) -> float:
     return timed(["bash", "-c", "\n".join(script)], env)
 
 
+def gated_pipeline() -> str:
+    return (f'name = "gated"\napproval = true\nowners = ["lead"]\n'
+            f'[tasks.r0]\nmodule = "{STEP}"\nvariables = {{ name = "r0" }}')
+
+
+def approval_round_trip(base: Path) -> tuple[float, float]:
+    """(request run + approve + apply run, the same resource applied without approval)."""
+    env = fresh_env(base / "gated", gated_pipeline(), "gated")
+    wall = timed([str(BIN / "ik"), "run", "gated", "--as", "lead"], env)
+    wall += timed([str(BIN / "ik"), "approve", "1", "--as", "lead"], env)
+    wall += timed([str(BIN / "ik"), "run", "gated", "--as", "lead"], env)
+    plain = fresh_env(base / "plain", chain_pipeline(1), "chain")
+    return wall, ik_run(plain, "chain")
+
+
+def sensor_tick(base: Path, decided: int) -> float:
+    """One evaluation of the approvals sensor with `decided` old decisions in the store
+    (the cursor is past them): it reads what is new, not everything."""
+    import uuid
+
+    from dagster import DagsterInstance, build_sensor_context
+
+    from infrakitchen_dagster import build_definitions
+    from infrakitchen_dagster.store import LifecycleStore
+    from infrakitchen_dagster.store.models import ApprovalRequestRow, utcnow
+
+    env = fresh_env(base / f"tick-{decided}", gated_pipeline(), "gated")
+    os.environ.update(env)
+    store = LifecycleStore()
+    with store.session() as session:
+        session.add_all([ApprovalRequestRow(
+            resource_id=str(uuid.uuid4()), pipeline="gated", task="r0",
+            environment="default", operation="provision", status="applied", fingerprint="f",
+            plan_summary={}, plan_sha256="", plan_path="", proposed_variables={},
+            runtime_vars={}, sensitive_variables=[], diff={}, requested_by="dev",
+            requested_at=utcnow(), decided_by="lead", decided_at=utcnow(), decision_seq=i + 1,
+            launched_run_id=f"run-{i}", updated_at=utcnow()) for i in range(decided)])
+    defs = build_definitions(env["INFRAKITCHEN_PIPELINES"])
+    sensor = defs.get_sensor_def("infrakitchen_approvals")
+    with DagsterInstance.ephemeral() as instance:
+        started = time.monotonic()
+        for _ in range(20):
+            sensor(build_sensor_context(instance=instance, cursor=str(decided),
+                                        definitions=defs))
+        return (time.monotonic() - started) / 20
+
+
 def main() -> None:
+    warnings.filterwarnings("ignore")  # Dagster's beta/preview notices, not measurements
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -113,6 +162,16 @@ def main() -> None:
             per_step = (wall - (baseline or 0)) / 9
             rows.append((f"10 no-op steps, executor {executor}", f"{wall:.1f}s",
                          f"~{per_step:.2f}s per step"))
+        gated, plain = approval_round_trip(base)
+        rows.append(("approval round trip (request, approve, apply) vs plain apply",
+                     f"{gated:.1f}s vs {plain:.1f}s", f"{gated / plain:.2f}x"))
+        env = fresh_env(base / "cli", gated_pipeline(), "gated")
+        read = timed([str(BIN / "ik"), "approvals", "--as", "lead"], env)
+        rows.append(("`ik approvals` (store only, Dagster not imported)", f"{read:.2f}s", ""))
+        small, large = sensor_tick(base, 10), sensor_tick(base, 5000)
+        rows.append(("approvals sensor tick: 10 vs 5000 old decisions",
+                     f"{small * 1000:.1f}ms vs {large * 1000:.1f}ms",
+                     f"{large / small:.2f}x (cursor: reads only new ones)"))
     width = max(len(r[0]) for r in rows)
     print(f"{'measurement'.ljust(width)}  {'wall time':24}  result")
     print("-" * (width + 50))
