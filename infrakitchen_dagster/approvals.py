@@ -175,7 +175,10 @@ class Operation(StrEnum):
     DESTROY = "destroy"
 
 
-OPEN = (RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.LAUNCHED)
+#: approved, and possibly launched: a run may apply it
+APPROVED = (RequestStatus.APPROVED, RequestStatus.LAUNCHED)
+#: not yet done with: pending, or approved and not applied
+OPEN = (RequestStatus.PENDING, *APPROVED)
 #: run tag naming the request a run was launched for (set by the approvals sensor)
 REQUEST_TAG = "infrakitchen/approval_request"
 
@@ -320,8 +323,7 @@ class Approvals:
         with self.store.session() as session:
             rows = session.scalars(
                 select(ApprovalRequestRow)
-                .where(ApprovalRequestRow.status.in_([RequestStatus.APPROVED.value,
-                                                      RequestStatus.LAUNCHED.value]),
+                .where(ApprovalRequestRow.status.in_([s.value for s in APPROVED]),
                        ApprovalRequestRow.launched_run_id.is_(None),
                        ApprovalRequestRow.updated_at < cutoff)
                 .order_by(ApprovalRequestRow.id).limit(50))

@@ -44,7 +44,7 @@ from dagster import (
 from dagster import DependencyDefinition as Dep
 
 from .checks import build_drift_check, build_drift_job
-from .failures import REFUSED
+from .failures import PIPELINE_TAG, REFUSED
 from .graph import Node, PipelineGraph
 from .interpolation import InterpolationError
 from .process import ProcessTimeout
@@ -55,7 +55,6 @@ from .store import SENSITIVE, IllegalTransition, masked
 from .tofu import TofuError, TofuResource
 from .translator import InfraKitchenTranslator
 
-PIPELINE_TAG = "infrakitchen/pipeline"
 #: the run queue limits concurrent applies per state backend with this tag (deploy/)
 BACKEND_TAG = "infrakitchen/state-backend"
 #: outcomes after which the asset is not materialised (its downstream is skipped)

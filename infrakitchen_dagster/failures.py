@@ -9,12 +9,13 @@ store makes sure only the first of them acts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun
 
 from .graph import PipelineGraph
 from .process import reap_processes_in
-from .store import LifecycleStore, Status
+from .store import LifecycleStore, RecordView, Status
 from .store.lifecycle import Action
 from .tofu import TofuResource
 
@@ -67,16 +68,35 @@ def mark_crashed_resources(store: LifecycleStore, run: DagsterRun, graph: Pipeli
                            actor: str) -> list[str]:
     """Records a dead run left `in_progress` become `error` (with the run id audited)."""
     marked = []
-    pipeline = graph.pipeline.name
-    for record in store.records(pipeline):
+    for record in store.records(graph.pipeline.name):
         if record.status == Status.IN_PROGRESS and record.last_run_id == run.run_id:
             node = graph.nodes.get(record.task)
             directory = TofuResource().working_dir(
-                pipeline, record.environment, node.asset_name if node else record.task)
-            reaped = reap_processes_in(directory)
-            store.transition(record, Action.MARK_ERROR, actor=actor, run_id=run.run_id,
-                             details={"crashed_run_id": run.run_id,
-                                      "stray_processes_killed": len(reaped)},
-                             error=f"run {run.run_id} ended while this resource was in progress")
+                graph.pipeline.name, record.environment,
+                node.asset_name if node else record.task)
+            mark_dead_run_error(store, record, directory, actor=actor, run_id=run.run_id)
             marked.append(record.task)
     return marked
+
+
+def mark_dead_run_error(store: LifecycleStore, record: RecordView, directory: Path, *,
+                        actor: str, run_id: str | None) -> RecordView:
+    """`record` was left `in_progress` by a run that is gone: kill what that run left
+    running in the resource's working directory, then mark the record `error`.
+
+    `run_id` is the run doing the marking (the dead one, for the failure sensor).
+    """
+    dead = record.last_run_id
+    reaped = reap_processes_in(directory)
+    return store.transition(record, Action.MARK_ERROR, actor=actor, run_id=run_id,
+                            details={"crashed_run_id": dead,
+                                     "stray_processes_killed": len(reaped)},
+                            error=f"run {dead} ended while this resource was in progress")
+
+
+def teardown_ops_config(graph: PipelineGraph, failed_run_id: str, environment: str,
+                        failed_task: str, error_message: str) -> dict:
+    """Run config `ops` of the `<p>__teardown` job for one failed run."""
+    return {f"{graph.pipeline.job_prefix}__global_teardown": {"config": {
+        "environment": environment, "failed_run_id": failed_run_id,
+        "failed_task": failed_task, "error_message": error_message[-2000:]}}}

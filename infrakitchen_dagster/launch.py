@@ -21,7 +21,7 @@ from dagster import (
 
 from . import settings
 from .approvals import Approvals
-from .failures import judge_failed_run, mark_crashed_resources
+from .failures import judge_failed_run, mark_crashed_resources, teardown_ops_config
 from .graph import PipelineGraph
 from .runtime import TaskRuntime, dependency_payload
 from .store import LifecycleStore
@@ -119,9 +119,8 @@ def _handle_failure(graph: PipelineGraph, inst: DagsterInstance, run, environmen
     prefix = graph.pipeline.job_prefix
     print(f"run failed ({verdict.reason}: {verdict.failed_task or '-'}); running global "
           f"teardown {teardown!r}", file=sys.stderr)
-    ops = {f"{prefix}__global_teardown": {"config": {
-        "environment": environment, "failed_run_id": run.run_id,
-        "failed_task": verdict.failed_task, "error_message": verdict.error_message[-2000:]}}}
+    ops = teardown_ops_config(graph, run.run_id, environment, verdict.failed_task,
+                              verdict.error_message)
     with execute_job(_job(f"{prefix}__teardown"), instance=inst,
                      run_config=_run_config(runtime_vars, False, False, ops),
                      tags={"infrakitchen/failed_run": run.run_id,

@@ -14,10 +14,12 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from .approvals import (
+    APPROVED,
     ApprovalError,
     ApprovalRequest,
     Approvals,
@@ -28,6 +30,7 @@ from .approvals import (
     gated,
     plan_text,
 )
+from .failures import mark_dead_run_error
 from .graph import BACKEND_BUILTINS, TEARDOWN_BUILTINS, Node, PipelineGraph
 from .interpolation import (
     Condition,
@@ -39,7 +42,7 @@ from .interpolation import (
     render_value,
     to_text,
 )
-from .process import ProcessResult, reap_processes_in, run_streaming
+from .process import ProcessResult, run_streaming
 from .spec import FromEnv
 from .store import LifecycleStore, RecordView, State, Status
 from .store.lifecycle import Action
@@ -302,12 +305,10 @@ class TaskRuntime:
         ):
             self.progress(
                 f"{node.name}: run {record.last_run_id} died mid-operation; marking error")
-            reap_processes_in(self.tofu.working_dir(self.pipeline.name, self.environment,
-                                                    node.asset_name))
-            record = self.store.transition(
-                record, Action.MARK_ERROR, actor=self.actor, run_id=self.run_id,
-                details={"crashed_run_id": record.last_run_id},
-                error=f"run {record.last_run_id} ended while this resource was in progress")
+            record = mark_dead_run_error(
+                self.store, record,
+                self.tofu.working_dir(self.pipeline.name, self.environment, node.asset_name),
+                actor=self.actor, run_id=self.run_id)
         return record
 
     def _check_parents(self, node: Node) -> None:
@@ -372,7 +373,7 @@ class TaskRuntime:
     def _gated(self, node: Node) -> bool:
         return node.kind == "resource" and gated(self.pipeline.approval, node.task.approval)
 
-    @property
+    @cached_property
     def approvals(self) -> Approvals:
         return Approvals(self.store)
 
@@ -507,16 +508,13 @@ class TaskRuntime:
     def _approved_request(self, record: RecordView, operations: tuple[str, ...]
                           ) -> ApprovalRequest | None:
         request = self.approvals.latest(record, operations)
-        if request is not None and request.status in (RequestStatus.APPROVED,
-                                                      RequestStatus.LAUNCHED):
-            return request
-        return None
+        return request if request is not None and request.status in APPROVED else None
 
     def _provision_gated(self, node: Node, record: RecordView, change: _Change) -> Outcome:
         """Apply the approved plan for this exact configuration, or ask for one."""
         latest = self.approvals.latest(record, PROVISION_OPS)
         if latest is not None and latest.fingerprint == change.fingerprint:
-            if latest.status in (RequestStatus.APPROVED, RequestStatus.LAUNCHED):
+            if latest.status in APPROVED:
                 return self._apply_approved(node, record, change, latest)
             if latest.status == RequestStatus.PENDING:
                 return self._awaiting(node, record, latest)
@@ -526,8 +524,7 @@ class TaskRuntime:
                           "or run with force to ask again")
                 self.progress(f"{node.name}: not applied: {reason}")
                 return Outcome("rejected", record, reason=reason)
-        elif latest is not None and latest.status in (RequestStatus.APPROVED,
-                                                      RequestStatus.LAUNCHED):
+        elif latest is not None and latest.status in APPROVED:
             self._require(Permission.REQUEST, f"provision of {node.name}")
             self.approvals.mark(latest.id, RequestStatus.STALE, actor=self.actor,
                                 run_id=self.run_id,
@@ -540,15 +537,23 @@ class TaskRuntime:
         record = self._recreate_if_needed(record)
         operation = (Operation.UPDATE if record.state == State.PROVISIONED
                      else Operation.PROVISION)
-        workspace = change.workspace
-        workspace.prepare(change.variables)
+        return self._file_request(node, record, change.workspace, operation,
+                                  variables=change.variables, fingerprint=change.fingerprint,
+                                  sensitive=change.sensitive & set(change.variables))
+
+    def _file_request(self, node: Node, record: RecordView, workspace: TofuWorkspace,
+                      operation: Operation, *, variables: dict[str, Any], fingerprint: str,
+                      sensitive: set[str]) -> Outcome:
+        """Plan with `variables`, keep the plan with a new request, and stop there."""
+        workspace.prepare(variables)
         workspace.init()
-        plan, plan_file = workspace.plan()
+        plan, plan_file = workspace.plan(destroy=operation == Operation.DESTROY)
         request = self.approvals.request(
-            record, operation=operation, fingerprint=change.fingerprint, plan_file=plan_file,
-            plan_summary=plan.as_dict(), proposed_variables=change.variables,
-            sensitive_variables=change.sensitive & set(change.variables),
-            requested_by=self.actor, run_id=self.run_id, runtime_vars=self.runtime_vars)
+            record, operation=operation, fingerprint=fingerprint, plan_file=plan_file,
+            plan_summary=plan.as_dict(),
+            proposed_variables=variables if operation != Operation.DESTROY else {},
+            sensitive_variables=sensitive, requested_by=self.actor, run_id=self.run_id,
+            runtime_vars=self.runtime_vars)
         plan_file.unlink(missing_ok=True)
         record = self.store.get(self.pipeline.name, node.name, self.environment) or record
         return self._awaiting(node, record, request, plan)
@@ -562,21 +567,19 @@ class TaskRuntime:
         return Outcome("approval_pending", record, plan=plan, reason=reason,
                        request_id=request.id)
 
-    def _verified_plan(self, node: Node, request: ApprovalRequest) -> Path:
-        """The request's saved plan, checked; a missing or altered file fails the request."""
+    def _current_saved_plan(self, node: Node, request: ApprovalRequest,
+                            workspace: TofuWorkspace, variables: dict[str, Any]
+                            ) -> Path | None:
+        """The request's saved plan, checked and ready to apply in a prepared workspace;
+        None (the request marked stale) when the state moved since it was made. A missing
+        or altered file fails the request."""
         try:
-            return self.approvals.verified_plan(request)
+            saved = self.approvals.verified_plan(request)
         except ApprovalError as exc:
             self.approvals.mark(request.id, RequestStatus.FAILED, actor=self.actor,
                                 run_id=self.run_id, reason=str(exc))
             raise TaskFailure(f"{node.name}: {exc}") from None
-
-    def _apply_approved(self, node: Node, record: RecordView, change: _Change,
-                        request: ApprovalRequest) -> Outcome:
-        """Apply exactly the approved file (sha256 checked), unless the state moved."""
-        saved = self._verified_plan(node, request)
-        workspace = change.workspace
-        workspace.prepare(change.variables)
+        workspace.prepare(variables)
         workspace.init()
         if workspace.plan_is_stale(saved):
             self.progress(f"{node.name}: the state changed since request {request.id} was "
@@ -584,6 +587,14 @@ class TaskRuntime:
             self.approvals.mark(request.id, RequestStatus.STALE, actor=self.actor,
                                 run_id=self.run_id,
                                 reason="the state changed after the plan was made")
+            return None
+        return saved
+
+    def _apply_approved(self, node: Node, record: RecordView, change: _Change,
+                        request: ApprovalRequest) -> Outcome:
+        """Apply exactly the approved file (sha256 checked), unless the state moved."""
+        saved = self._current_saved_plan(node, request, change.workspace, change.variables)
+        if saved is None:
             return self._request(node, record, change)
         if self.run_id:
             self.approvals.mark_launched_run(request.id, self.run_id)
@@ -866,27 +877,14 @@ class TaskRuntime:
         if record.state == State.PROVISIONED:
             record = self.store.transition(record, Action.DESTROY_REQUEST, actor=self.actor,
                                            run_id=self.run_id, details={"reason": "destroy"})
-        workspace.prepare(record.variables)
-        workspace.init()
-        plan, plan_file = workspace.plan(destroy=True)
-        request = self.approvals.request(
-            record, operation=Operation.DESTROY, fingerprint=record.fingerprint or "",
-            plan_file=plan_file, plan_summary=plan.as_dict(),
-            proposed_variables={}, sensitive_variables=set(), requested_by=self.actor,
-            run_id=self.run_id)
-        plan_file.unlink(missing_ok=True)
-        record = self.store.get(self.pipeline.name, node.name, self.environment) or record
-        return self._awaiting(node, record, request, plan)
+        return self._file_request(node, record, workspace, Operation.DESTROY,
+                                  variables=record.variables,
+                                  fingerprint=record.fingerprint or "", sensitive=set())
 
     def _destroy_approved(self, node: Node, record: RecordView, workspace: TofuWorkspace,
                           request: ApprovalRequest, lines: list[str]) -> Outcome:
-        saved = self._verified_plan(node, request)
-        workspace.prepare(record.variables)
-        workspace.init()
-        if workspace.plan_is_stale(saved):
-            self.approvals.mark(request.id, RequestStatus.STALE, actor=self.actor,
-                                run_id=self.run_id,
-                                reason="the state changed after the plan was made")
+        saved = self._current_saved_plan(node, request, workspace, record.variables)
+        if saved is None:
             return self._request_destroy(node, record, workspace)
         self.progress(f"{node.name}: destroying with the plan approved in request "
                       f"{request.id} by {request.decided_by}")

@@ -27,7 +27,12 @@ from dagster import (
 )
 
 from .approvals import REQUEST_TAG, ApprovalRequest, Approvals, RequestStatus
-from .failures import PIPELINE_TAG, judge_failed_run, mark_crashed_resources
+from .failures import (
+    PIPELINE_TAG,
+    judge_failed_run,
+    mark_crashed_resources,
+    teardown_ops_config,
+)
 from .graph import PipelineGraph
 from .store import LifecycleStore
 
@@ -71,38 +76,36 @@ def build_approvals_sensor(graphs: Mapping[str, PipelineGraph],
         approvals = Approvals(LifecycleStore())
         requests: list[RunRequest] = []
         skipped: list[str] = []
-        for request in approvals.stranded(STRANDED_AFTER_SECONDS):
-            if request.status == RequestStatus.LAUNCHED and context.instance.get_runs(
-                    filters=RunsFilter(tags={REQUEST_TAG: str(request.id)}), limit=1):
-                continue  # its run exists (queued, or failed before applying)
+
+        def launch(request: ApprovalRequest, claim: bool, note: str) -> None:
+            """Request the run of `request` if its target still exists and, when `claim`,
+            this sensor wins it (approved -> launched)."""
             graph = graphs.get(request.pipeline)
-            if graph is None or request.task not in graph.nodes:
-                continue
-            if request.status == RequestStatus.APPROVED and not approvals.claim_for_launch(
-                    request.id):
-                continue
-            context.log.info(f"launching request {request.id} again: its run never started")
-            requests.append(approval_run_request(
-                graph, request, keys[(request.pipeline, request.task)]))
-        for request in approvals.decided_after(cursor):
-            cursor = max(cursor, request.decision_seq or 0)
-            graph = graphs.get(request.pipeline)
-            if request.status != RequestStatus.APPROVED:
-                continue  # rejected, or launched by someone else already
             if graph is None or request.task not in graph.nodes:
                 skipped.append(f"request {request.id}: pipeline or task no longer defined")
-                continue
+                return
             if graph.pipeline.environments and request.environment not in (
                     graph.pipeline.environments):
                 skipped.append(f"request {request.id}: environment {request.environment!r} "
                                "no longer defined")
-                continue
-            if not approvals.claim_for_launch(request.id):
-                continue  # another sensor won the race
-            key = keys[(request.pipeline, request.task)]
-            requests.append(approval_run_request(graph, request, key))
-            context.log.info(f"launching request {request.id}: {request.operation} of "
+                return
+            if claim and not approvals.claim_for_launch(request.id):
+                return  # another sensor won the race
+            requests.append(approval_run_request(
+                graph, request, keys[(request.pipeline, request.task)]))
+            context.log.info(f"launching request {request.id}{note}: {request.operation} of "
                              f"{request.pipeline}/{request.task} ({request.environment})")
+
+        for request in approvals.stranded(STRANDED_AFTER_SECONDS):
+            if request.status == RequestStatus.LAUNCHED and context.instance.get_runs(
+                    filters=RunsFilter(tags={REQUEST_TAG: str(request.id)}), limit=1):
+                continue  # its run exists (queued, or failed before applying)
+            launch(request, claim=request.status == RequestStatus.APPROVED,
+                   note=" again (its run never started)")
+        for request in approvals.decided_after(cursor):
+            cursor = max(cursor, request.decision_seq or 0)
+            if request.status == RequestStatus.APPROVED:  # not rejected, not launched yet
+                launch(request, claim=True, note="")
         return SensorResult(
             run_requests=requests, cursor=str(cursor),
             skip_reason=None if requests else SkipReason(
@@ -117,9 +120,8 @@ def teardown_run_request(graph: PipelineGraph, run_id: str, environment: str,
     return RunRequest(
         run_key=f"teardown-{run_id}",
         job_name=f"{prefix}__teardown",
-        run_config={"ops": {f"{prefix}__global_teardown": {"config": {
-            "environment": environment, "failed_run_id": run_id,
-            "failed_task": failed_task, "error_message": error_message[-2000:]}}}},
+        run_config={"ops": teardown_ops_config(graph, run_id, environment, failed_task,
+                                               error_message)},
         tags={PIPELINE_TAG: graph.pipeline.name, "infrakitchen/failed_run": run_id},
     )
 

@@ -136,11 +136,19 @@ def pipelines_copy(tmp_path: Path) -> Path:
 def ik_env(tmp_path: Path, toolchain: Toolchain, pipelines_copy: Path,
            monkeypatch: pytest.MonkeyPatch) -> IkEnv:
     env = make_ik_env(tmp_path, toolchain, pipelines_copy)
-    for key in ("INFRAKITCHEN_HOME", "DAGSTER_HOME", "INFRAKITCHEN_PIPELINES",
-                "INFRAKITCHEN_TOFU", "TF_CLI_CONFIG_FILE", "INFRAKITCHEN_USER"):
-        monkeypatch.setenv(key, env.env[key])
-    monkeypatch.delenv("INFRAKITCHEN_DATABASE_URL", raising=False)
+    _apply_to_this_process(env, monkeypatch)
     return env
+
+
+def _apply_to_this_process(env: IkEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `make_ik_env` set for subprocesses, for in-process code too."""
+    for key in ("INFRAKITCHEN_HOME", "DAGSTER_HOME", "INFRAKITCHEN_PIPELINES",
+                "INFRAKITCHEN_TOFU", "TF_CLI_CONFIG_FILE", "INFRAKITCHEN_USER",
+                "INFRAKITCHEN_EXECUTOR", "INFRAKITCHEN_DATABASE_URL"):
+        if key in env.env:
+            monkeypatch.setenv(key, env.env[key])
+        else:
+            monkeypatch.delenv(key, raising=False)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -157,14 +165,7 @@ def store_env(request: pytest.FixtureRequest, tmp_path: Path, toolchain: Toolcha
         file.unlink()
     env = make_ik_env(tmp_path, toolchain, pipelines_copy, database_url=url)
     env.env["INFRAKITCHEN_EXECUTOR"] = "in_process"
-    for key in ("INFRAKITCHEN_HOME", "DAGSTER_HOME", "INFRAKITCHEN_PIPELINES",
-                "INFRAKITCHEN_TOFU", "TF_CLI_CONFIG_FILE", "INFRAKITCHEN_USER",
-                "INFRAKITCHEN_EXECUTOR"):
-        monkeypatch.setenv(key, env.env[key])
-    if url:
-        monkeypatch.setenv("INFRAKITCHEN_DATABASE_URL", url)
-    else:
-        monkeypatch.delenv("INFRAKITCHEN_DATABASE_URL", raising=False)
+    _apply_to_this_process(env, monkeypatch)
     return env
 
 
