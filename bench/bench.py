@@ -19,10 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STEP = ROOT / "tests" / "fixtures" / "modules" / "step"
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import estate  # noqa: E402  (bench/estate.py, beside this script)
 
 
 def chain_pipeline(n: int) -> str:
-    lines = ['name = "chain"']
+    lines = ['name = "chain"', "allow_external_modules = true"]
     for i in range(n):
         dep = f'depends_on = ["r{i - 1}"]\n' if i else ""
         lines.append(f'[tasks.r{i}]\nmodule = "{STEP}"\n{dep}variables = {{ name = "r{i}" }}')
@@ -30,7 +32,7 @@ def chain_pipeline(n: int) -> str:
 
 
 def fanout_pipeline(n: int) -> str:
-    lines = ['name = "fanout"']
+    lines = ['name = "fanout"', "allow_external_modules = true"]
     for i in range(n):
         lines.append(f'[tasks.r{i}]\nmodule = "{STEP}"\nvariables = {{ name = "r{i}" }}')
     return "\n".join(lines)
@@ -87,7 +89,8 @@ def shell_script(base: Path, names: list[str]) -> float:
 
 
 def gated_pipeline() -> str:
-    return (f'name = "gated"\napproval = true\nowners = ["lead"]\n'
+    return (f'name = "gated"\napproval = true\nowners = ["lead"]\nallow_self_approval = true\n'
+            'allow_external_modules = true\n'
             f'[tasks.r0]\nmodule = "{STEP}"\nvariables = {{ name = "r0" }}')
 
 
@@ -133,50 +136,66 @@ def sensor_tick(base: Path, decided: int) -> float:
         return (time.monotonic() - started) / 20
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["all", "estate", "runs"], default="all",
+                        help="estate: the estate-size rows (bench/estate.py); runs: the rest")
+    only = parser.parse_args(argv).only
     warnings.filterwarnings("ignore")  # Dagster's beta/preview notices, not measurements
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        names = [f"r{i}" for i in range(10)]
-        env = fresh_env(base / "chain", chain_pipeline(10), "chain")
-        first = ik_run(env, "chain")
-        again = ik_run(env, "chain")
-        script = shell_script(base / "chain-sh", names)
-        rows.append(("10-resource chain: ik run (Dagster) vs shell script",
-                     f"{first:.1f}s vs {script:.1f}s", f"{first / script:.2f}x"))
-        rows.append(("unchanged re-run vs first run", f"{again:.1f}s vs {first:.1f}s",
-                     f"{again / first:.2f}x (target <= 0.15)"))
-        env = fresh_env(base / "fan", fanout_pipeline(8), "fanout")
-        fan = ik_run(env, "fanout")
-        script8 = shell_script(base / "fan-sh", [f"r{i}" for i in range(8)])
-        rows.append(("8-wide fan-out: ik run (forkserver) vs sequential script",
-                     f"{fan:.1f}s vs {script8:.1f}s", f"{fan / script8:.2f}x (target < 1)"))
-        baseline = None
-        for executor in ("in_process", "forkserver", "spawn"):
-            env = fresh_env(base / f"noop-{executor}", noop_chain(10), "noop", executor)
-            wall = ik_run(env, "noop")
-            if executor == "in_process":
-                env1 = fresh_env(base / "noop-1", noop_chain(1), "noop", executor)
-                baseline = ik_run(env1, "noop")
-            per_step = (wall - (baseline or 0)) / 9
-            rows.append((f"10 no-op steps, executor {executor}", f"{wall:.1f}s",
-                         f"~{per_step:.2f}s per step"))
-        gated, plain = approval_round_trip(base)
-        rows.append(("approval round trip (request, approve, apply) vs plain apply",
-                     f"{gated:.1f}s vs {plain:.1f}s", f"{gated / plain:.2f}x"))
-        env = fresh_env(base / "cli", gated_pipeline(), "gated")
-        read = timed([str(BIN / "ik"), "approvals", "--as", "lead"], env)
-        rows.append(("`ik approvals` (store only, Dagster not imported)", f"{read:.2f}s", ""))
-        small, large = sensor_tick(base, 10), sensor_tick(base, 5000)
-        rows.append(("approvals sensor tick: 10 vs 5000 old decisions",
-                     f"{small * 1000:.1f}ms vs {large * 1000:.1f}ms",
-                     f"{large / small:.2f}x (cursor: reads only new ones)"))
+        if only in ("all", "estate"):
+            rows.extend(estate.load_rows(base / "estate"))
+            rows.extend(estate.fanout_rows(base / "estate-fan", fresh_env, ik_run,
+                                           fanout_pipeline))
+        if only in ("all", "runs"):
+            run_rows(base, rows)
     width = max(len(r[0]) for r in rows)
     print(f"{'measurement'.ljust(width)}  {'wall time':24}  result")
     print("-" * (width + 50))
     for name, value, ratio in rows:
         print(f"{name.ljust(width)}  {value:24}  {ratio}")
+
+
+def run_rows(base: Path, rows: list[tuple[str, str, str]]) -> None:
+    """Run overhead against plain terraform, executors, approvals and the sensor."""
+    names = [f"r{i}" for i in range(10)]
+    env = fresh_env(base / "chain", chain_pipeline(10), "chain")
+    first = ik_run(env, "chain")
+    again = ik_run(env, "chain")
+    script = shell_script(base / "chain-sh", names)
+    rows.append(("10-resource chain: ik run (Dagster) vs shell script",
+                 f"{first:.1f}s vs {script:.1f}s", f"{first / script:.2f}x"))
+    rows.append(("unchanged re-run vs first run", f"{again:.1f}s vs {first:.1f}s",
+                 f"{again / first:.2f}x (target <= 0.15)"))
+    env = fresh_env(base / "fan", fanout_pipeline(8), "fanout")
+    fan = ik_run(env, "fanout")
+    script8 = shell_script(base / "fan-sh", [f"r{i}" for i in range(8)])
+    rows.append(("8-wide fan-out: ik run (forkserver) vs sequential script",
+                 f"{fan:.1f}s vs {script8:.1f}s", f"{fan / script8:.2f}x (target < 1)"))
+    baseline = None
+    for executor in ("in_process", "forkserver", "spawn"):
+        env = fresh_env(base / f"noop-{executor}", noop_chain(10), "noop", executor)
+        wall = ik_run(env, "noop")
+        if executor == "in_process":
+            env1 = fresh_env(base / "noop-1", noop_chain(1), "noop", executor)
+            baseline = ik_run(env1, "noop")
+        per_step = (wall - (baseline or 0)) / 9
+        rows.append((f"10 no-op steps, executor {executor}", f"{wall:.1f}s",
+                     f"~{per_step:.2f}s per step"))
+    gated, plain = approval_round_trip(base)
+    rows.append(("approval round trip (request, approve, apply) vs plain apply",
+                 f"{gated:.1f}s vs {plain:.1f}s", f"{gated / plain:.2f}x"))
+    env = fresh_env(base / "cli", gated_pipeline(), "gated")
+    read = timed([str(BIN / "ik"), "approvals", "--as", "lead"], env)
+    rows.append(("`ik approvals` (store only, Dagster not imported)", f"{read:.2f}s", ""))
+    small, large = sensor_tick(base, 10), sensor_tick(base, 5000)
+    rows.append(("approvals sensor tick: 10 vs 5000 old decisions",
+                 f"{small * 1000:.1f}ms vs {large * 1000:.1f}ms",
+                 f"{large / small:.2f}x (cursor: reads only new ones)"))
 
 
 if __name__ == "__main__":

@@ -7,32 +7,41 @@ request `stale` and a new one is needed. Who may do what is decided here too, so
 commands, the Dagster assets and the Python API enforce the same rules.
 
 Identity is whatever principal the caller names (`--as`, `INFRAKITCHEN_USER`, the run's
-`infrakitchen/user` tag, the OS user): this is authorisation, not authentication.
+`infrakitchen/user` tag, the OS user): authorisation, not authentication, and every such
+decision is recorded as `claimed`. A pipeline that names `approvers` (an OpenSSH
+allowed_signers file) authenticates decisions: only an SSH signature over the decision by
+a listed key counts (`signatures.py`), recorded as `signed` with the principal and key, and
+checked again just before the apply. The requester never approves its own request unless
+the pipeline sets `allow_self_approval` (four eyes).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from . import settings
+from .crypto import box
+from .signatures import SignatureError, Signer, canonical_payload
+from .signatures import verify as verify_signature
+from .spec import Pipeline, PipelineError, read_pipeline
 from .store import (
     SENSITIVE,
     IllegalTransition,
     LifecycleStore,
     RecordView,
     RefusedInTransaction,
+    open_values,
+    seal_values,
 )
 from .store.lifecycle import Action
 from .store.models import ApprovalRequestRow, GrantRow, utcnow
@@ -77,6 +86,13 @@ class PermissionDenied(Exception):
 
 class ApprovalError(Exception):
     """A decision that cannot be taken (unknown request, already decided, ...)."""
+
+
+#: how a decider is known (the request's `identity`, the audit's details["identity"])
+CLAIMED, SIGNED = "claimed", "signed"
+#: audit actions of refused decisions and of decisions refused again before the apply
+SIGNATURE_REFUSED = "approval_signature_refused"
+SELF_APPROVAL_REFUSED = "self_approval_refused"
 
 
 class AccessControl:
@@ -211,10 +227,18 @@ class ApprovalRequest:
     reason: str | None
     launched_run_id: str | None
     applied_run_id: str | None
+    identity: str | None = None  # "claimed" or "signed" once decided
+    signature: str | None = None  # armored SSH signature of a signed decision
+    signer_principal: str | None = None
+    key_fingerprint: str | None = None
 
     @classmethod
     def of(cls, row: ApprovalRequestRow) -> ApprovalRequest:
-        return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
+        """A plain copy: the sealed proposed secrets and runtime vars are decrypted."""
+        fields = {f: getattr(row, f) for f in cls.__dataclass_fields__}
+        fields["proposed_variables"] = open_values(row.proposed_variables)
+        fields["runtime_vars"] = open_values(row.runtime_vars)
+        return cls(**fields)
 
     def public(self) -> dict[str, Any]:
         """The `ik approvals --json` shape; proposed secrets are masked, the diff already is."""
@@ -232,7 +256,8 @@ class ApprovalRequest:
                                    for k, v in self.proposed_variables.items()},
             "runtime_vars": sorted(self.runtime_vars),  # names only: values may be secret
             "request_run_id": self.request_run_id, "launched_run_id": self.launched_run_id,
-            "applied_run_id": self.applied_run_id,
+            "applied_run_id": self.applied_run_id, "identity": self.identity,
+            "signer_principal": self.signer_principal, "key_fingerprint": self.key_fingerprint,
         }
 
 
@@ -336,10 +361,12 @@ class Approvals:
                 proposed_variables: dict[str, Any], sensitive_variables: set[str],
                 requested_by: str, run_id: str | None,
                 runtime_vars: dict[str, Any] | None = None) -> ApprovalRequest:
-        """Record a pending request, keep a copy of its plan, retire older open ones.
+        """Record a pending request, keep its plan, retire older open ones.
 
         Provision and destroy requests put the record in `approval_pending`; an update
-        request leaves the record as it is (it is the temporary state).
+        request leaves the record as it is (it is the temporary state). The plan (it holds
+        variable values), the proposed secrets and every runtime var are stored encrypted;
+        the plan is kept in the store, so any machine sharing it can apply the request.
         """
         diff = (variables_diff(record.variables, proposed_variables,
                                sensitive_variables | set(record.sensitive_variables))
@@ -352,17 +379,20 @@ class Approvals:
                 environment=record.environment, operation=operation.value,
                 status=RequestStatus.PENDING.value, fingerprint=fingerprint,
                 plan_summary=plan_summary, plan_sha256="", plan_path="",
-                proposed_variables=proposed_variables, runtime_vars=dict(runtime_vars or {}),
+                proposed_variables=seal_values(proposed_variables, sensitive_variables),
+                runtime_vars=seal_values(dict(runtime_vars or {})),
                 sensitive_variables=sorted(sensitive_variables), diff=diff,
                 requested_by=requested_by, requested_at=utcnow(), request_run_id=run_id,
                 updated_at=utcnow())
             session.add(row)
             session.flush()
-            # the id alone could repeat across stores sharing a home
-            saved = settings.plans_dir() / f"request-{row.id}-{uuid.uuid4().hex[:8]}.tfplan"
-            shutil.copyfile(plan_file, saved)
-            os.chmod(saved, 0o600)
-            row.plan_path, row.plan_sha256 = str(saved), sha256_file(saved)
+            plan = plan_file.read_bytes()
+            row.plan_blob = box().encrypt_bytes(plan)
+            row.plan_sha256 = hashlib.sha256(plan).hexdigest()
+            # where the private copy goes just before the apply (the id alone could repeat
+            # across stores sharing a home)
+            row.plan_path = str(settings.plans_dir()
+                                / f"request-{row.id}-{uuid.uuid4().hex[:8]}.tfplan")
             details = {"request_id": row.id, "operation": operation.value,
                        "plan_summary": plan_summary, "plan_sha256": row.plan_sha256,
                        "diff": diff}
@@ -398,14 +428,28 @@ class Approvals:
     # -- deciding ---------------------------------------------------------------------
 
     def decide(self, request_id: int, *, approve: bool, actor: str,
-               owners: Sequence[str] | None,
-               reason: str | None = None) -> ApprovalRequest:
-        """Approve or reject a pending request (owner or admin only; once)."""
+               owners: Sequence[str] | None, reason: str | None = None,
+               pipeline: Pipeline | None = None, signature: str | None = None
+               ) -> ApprovalRequest:
+        """Approve or reject a pending request (owner or admin only; once).
+
+        `pipeline` is the request's pipeline (looked up by name in the pipelines directory
+        when not given). When it names `approvers`, the decision counts only with
+        `signature`, an SSH signature over `decision_payload(request, approve)` by a listed
+        key, and the decider is the principal that signature proves, whatever `actor`
+        claims. Otherwise the decider is `actor`, recorded as claimed. The requester may
+        not approve its own request (four eyes) unless the pipeline allows self-approval.
+        """
         current = self.get(request_id)
         if current is None:
             raise ApprovalError(f"no approval request {request_id}")
+        spec = pipeline if pipeline is not None else pipeline_named(current.pipeline)
+        identity = self._decider(current, spec, approve, actor, owners, signature)
+        actor = identity.get("principal", actor)
         self.access.require(Permission.APPROVE, current.pipeline, actor, owners,
                             f"request {request_id}")
+        if approve:
+            self._four_eyes(current, actor, spec, stage="decision")
         if not approve and not (reason or "").strip():
             raise ApprovalError("a rejection needs a reason (--reason)")
         try:
@@ -425,8 +469,12 @@ class Approvals:
                 row.reason = reason
                 row.decision_seq = (session.scalar(
                     select(func.max(ApprovalRequestRow.decision_seq))) or 0) + 1
+                row.identity = identity["identity"]
+                row.signature = signature if row.identity == SIGNED else None
+                row.signer_principal = identity.get("principal")
+                row.key_fingerprint = identity.get("key_fingerprint")
                 details = {"request_id": row.id, "operation": row.operation,
-                           "plan_sha256": row.plan_sha256, "reason": reason}
+                           "plan_sha256": row.plan_sha256, "reason": reason, **identity}
                 self._apply_decision(session, row, record, approve, actor, details)
                 decided = ApprovalRequest.of(row)
             if not approve:
@@ -450,6 +498,108 @@ class Approvals:
             # the reference: a rejected destroy returns the resource to provisioned
             self._transition(session, record, Action.CANCEL_DESTROY, actor, None,
                              {"request_id": row.id})
+
+    # -- who decided: claimed or signed, and four eyes ----------------------------------
+
+    def _decider(self, request: ApprovalRequest, spec: Pipeline | None, approve: bool,
+                 actor: str, owners: Sequence[str] | None, signature: str | None
+                 ) -> dict[str, str]:
+        """The audit's identity details of a decision: {"identity": "claimed"}, or
+        {"identity": "signed", "principal", "key_fingerprint"} once the signature holds."""
+        approvers = spec.approvers_file if spec is not None else None
+        if approvers is None:
+            if signature:
+                self._refuse(request, actor, SIGNATURE_REFUSED,
+                             f"pipeline {request.pipeline!r} names no approvers file, so a "
+                             "signed decision cannot be checked; decide without --key",
+                             stage="decision")
+            return {"identity": CLAIMED}
+        assert spec is not None
+        verb = "approve" if approve else "reject"
+        if not signature:
+            self._refuse(request, actor, SIGNATURE_REFUSED,
+                         f"pipeline {request.pipeline!r} accepts only signed decisions "
+                         f"(approvers = {spec.approvers!r}); --as and INFRAKITCHEN_USER do "
+                         f"not count: run `ik {verb} {request.id} --key PATH`",
+                         stage="decision")
+        signer = self._signers(request, spec, verb, signature or "", owners, actor,
+                               stage="decision")[0]
+        return {"identity": SIGNED, "principal": signer.principal,
+                "key_fingerprint": signer.key_fingerprint}
+
+    def _signers(self, request: ApprovalRequest, spec: Pipeline, decision: str,
+                 signature: str, owners: Sequence[str] | None, actor: str, *, stage: str
+                 ) -> list[Signer]:
+        """The principals `signature` proves for this decision who may approve on the
+        pipeline (owner or admin); refuses (audited) when there are none."""
+        approvers = spec.approvers_file
+        assert approvers is not None
+        try:
+            proved = verify_signature(decision_payload(request, decision == "approve"),
+                                      signature, approvers)
+        except SignatureError as exc:
+            self._refuse(request, actor, SIGNATURE_REFUSED,
+                         f"request {request.id}: {exc}", stage=stage)
+        allowed = [s for s in proved
+                   if self.access.allows(Permission.APPROVE, request.pipeline, s.principal,
+                                         owners)]
+        if not allowed:
+            names = ", ".join(repr(s.principal) for s in proved)
+            self._refuse(request, actor, SIGNATURE_REFUSED,
+                         f"request {request.id}: the signing key "
+                         f"({proved[0].key_fingerprint}) belongs to {names}, which holds no "
+                         f"owner or admin role on pipeline {request.pipeline!r}",
+                         stage=stage, principal=proved[0].principal,
+                         key_fingerprint=proved[0].key_fingerprint)
+        return allowed
+
+    def _four_eyes(self, request: ApprovalRequest, approver: str, spec: Pipeline | None,
+                   *, stage: str) -> None:
+        """The principal that requested a change may not approve it (unless allowed)."""
+        if approver != request.requested_by or (spec is not None and spec.allow_self_approval):
+            return
+        self._refuse(request, approver, SELF_APPROVAL_REFUSED,
+                     f"{approver!r} requested request {request.id} and cannot approve it "
+                     "too (four eyes): another owner or admin must approve it, or the "
+                     "pipeline sets allow_self_approval = true", stage=stage)
+
+    def _refuse(self, request: ApprovalRequest, actor: str, action: str, message: str,
+                **details: str) -> NoReturn:
+        self.store.audit(action, actor=actor, pipeline=request.pipeline, task=request.task,
+                         environment=request.environment,
+                         details={"request_id": request.id, "operation": request.operation,
+                                  "reason": message, **details})
+        raise ApprovalError(message)
+
+    def verify_before_apply(self, request: ApprovalRequest, pipeline: Pipeline) -> None:
+        """Check an approved request's decision again, just before its plan is applied.
+
+        On a pipeline with `approvers`, the stored signature must still verify over the
+        request as it is now, with the approvers file as it is now, for the recorded
+        decider, who must still hold owner or admin: a decision row written by hand, a key
+        removed from the file since, a role revoked or a payload that no longer matches
+        is refused (ApprovalError, audited as `approval_signature_refused`). Four eyes is
+        checked again on every pipeline (`self_approval_refused`).
+        """
+        decider = request.decided_by or "(nobody)"
+        if pipeline.approvers_file is not None:
+            if request.identity != SIGNED or not request.signature:
+                self._refuse(request, decider, SIGNATURE_REFUSED,
+                             f"request {request.id} was approved without a signature "
+                             f"(decided by {decider}, {request.identity or 'unrecorded'}), "
+                             f"but pipeline {request.pipeline!r} accepts only signed "
+                             "decisions; refusing to apply it", stage="apply")
+            signers = self._signers(request, pipeline, "approve", request.signature or "",
+                                    pipeline.owners, decider, stage="apply")
+            if not any(s.principal == request.decided_by
+                       and s.key_fingerprint == request.key_fingerprint for s in signers):
+                self._refuse(request, decider, SIGNATURE_REFUSED,
+                             f"request {request.id}: the signature proves "
+                             f"{signers[0].principal!r} ({signers[0].key_fingerprint}), not "
+                             f"the recorded decider {decider!r} "
+                             f"({request.key_fingerprint}); refusing to apply it",
+                             stage="apply")
+        self._four_eyes(request, decider, pipeline, stage="apply")
 
     def withdraw(self, request_id: int, *, actor: str, owners: Sequence[str] | None
                  ) -> ApprovalRequest:
@@ -537,9 +687,30 @@ class Approvals:
         if status in (RequestStatus.APPLIED, RequestStatus.STALE, RequestStatus.FAILED):
             _remove_plans([plan])  # never to be applied again
 
-    def verified_plan(self, request: ApprovalRequest) -> Path:
-        """The saved plan of `request`, after checking it is the very file approved."""
-        path = Path(request.plan_path)
+    def saved_plan(self, request_id: int) -> bytes | None:
+        """The plan bytes kept with a request (decrypted); None when there are none."""
+        with self.store.session() as session:
+            row = session.get(ApprovalRequestRow, request_id)
+            blob = row.plan_blob if row is not None else None
+        return box().decrypt_bytes(blob) if blob is not None else None
+
+    def verified_plan(self, request: ApprovalRequest, pipeline: Pipeline | None = None
+                      ) -> Path:
+        """The saved plan of `request`, after checking it is the very file approved and
+        that its decision still holds (`verify_before_apply` with `pipeline`, the run's
+        own pipeline; looked up by name when not given).
+
+        Written from the store to a private (0600) copy under the plans directory just
+        before the apply; the copy is removed when the request is done with (`mark`).
+        A request made before plans lived in the store still has only its file.
+        """
+        spec = pipeline if pipeline is not None else pipeline_named(request.pipeline)
+        if spec is not None:
+            self.verify_before_apply(request, spec)
+        path = _local_plan(request.plan_path)
+        plan = self.saved_plan(request.id)
+        if plan is not None:
+            settings.write_private(path, plan)
         if not path.is_file():
             raise ApprovalError(f"the saved plan of request {request.id} is missing "
                                 f"({path}); a new request is needed")
@@ -551,12 +722,42 @@ class Approvals:
         return path
 
 
+def decision_payload(request: ApprovalRequest, approve: bool) -> bytes:
+    """The canonical bytes an approver signs for a decision on `request`
+    (see `signatures.canonical_payload`)."""
+    return canonical_payload(request_id=request.id, pipeline=request.pipeline,
+                             task=request.task, environment=request.environment,
+                             operation=request.operation,
+                             decision="approve" if approve else "reject",
+                             fingerprint=request.fingerprint)
+
+
+def pipeline_named(name: str) -> Pipeline | None:
+    """The pipeline called `name` in the pipelines directory; None when it is missing or
+    its file is broken (a caller that has the pipeline passes it instead)."""
+    from .graph import find_pipeline  # graph is heavy; only decisions need it
+
+    try:
+        return read_pipeline(find_pipeline(name, settings.pipelines_dir()))
+    except PipelineError:
+        return None
+
+
 def gated(pipeline_approval: bool, task_approval: bool | None) -> bool:
     """A task's own `approval` wins over the pipeline's."""
     return pipeline_approval if task_approval is None else task_approval
 
 
+def _local_plan(plan_path: str) -> Path:
+    """Where a request's private plan copy lives on this machine (the recorded path may
+    be another machine's home)."""
+    return settings.plans_dir() / Path(plan_path).name
+
+
 def _remove_plans(paths: Sequence[str]) -> None:
+    """Remove the private plan copies of requests that are done with (the encrypted
+    plan stays with the request in the store)."""
     for path in paths:
         if path:
             Path(path).unlink(missing_ok=True)
+            _local_plan(path).unlink(missing_ok=True)

@@ -2,13 +2,13 @@
 
 
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetObservation,
     AssetsDefinition,
     AssetSelection,
@@ -24,6 +24,7 @@ from dagster import (
     JobDefinition,
     MaterializeResult,
     MetadataValue,
+    NodeInvocation,
     Nothing,
     OpExecutionContext,
     Out,
@@ -43,24 +44,45 @@ from dagster import (
 )
 from dagster import DependencyDefinition as Dep
 
-from .checks import build_drift_check, build_drift_job
-from .failures import PIPELINE_TAG, REFUSED
+from .checks import build_drift_checks, build_drift_job
+from .distributed import CELERY, celery_executor_def, is_distributed
+from .failures import PIPELINE_TAG, REFUSED, report_dead_run
 from .graph import Node, PipelineGraph
 from .interpolation import InterpolationError
 from .process import ProcessTimeout
-from .resources import InfraKitchenResource
-from .runtime import Outcome, Refused, TaskFailure, TaskRuntime
+from .resources import InfraKitchenResource, TofuResource
+from .runtime import Outcome, OutcomeStatus, Refused, TaskFailure, TaskRuntime
 from .sensors import build_file_watch_sensors
 from .store import SENSITIVE, IllegalTransition, masked
-from .tofu import TofuError, TofuResource
+from .tofu import TofuError
 from .translator import InfraKitchenTranslator
 
 #: the run queue limits concurrent applies per state backend with this tag (deploy/)
 BACKEND_TAG = "infrakitchen/state-backend"
 #: outcomes after which the asset is not materialised (its downstream is skipped)
-NOT_MATERIALISED = ("skipped", "approval_pending", "rejected", "blocked")
+NOT_MATERIALISED = (OutcomeStatus.SKIPPED, OutcomeStatus.APPROVAL_PENDING,
+                    OutcomeStatus.REJECTED, OutcomeStatus.BLOCKED)
+
+#: what a task may raise that becomes a step failure (retried unless it is a TaskFailure)
+RETRYABLE_ERRORS = (TaskFailure, TofuError, ProcessTimeout, InterpolationError,
+                    IllegalTransition)
 
 _TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+#: the jobs of a pipeline, named `<job_prefix>__<kind>`
+PROVISION, PLAN, DESTROY, DRIFT_CHECK, TEARDOWN = (
+    "provision", "plan", "destroy", "drift_check", "teardown")
+JOB_KINDS = (PROVISION, PLAN, DESTROY, DRIFT_CHECK, TEARDOWN)
+
+
+def split_job_name(job_name: str) -> tuple[str, str]:
+    """`<job_prefix>__<kind>` -> (job_prefix, kind); ValueError for any other name."""
+    prefix, sep, kind = job_name.rpartition("__")
+    if not sep or not prefix or kind not in JOB_KINDS:
+        raise ValueError(f"{job_name!r} is not an infrakitchen job name "
+                         f"(<pipeline>__{{{','.join(JOB_KINDS)}}})")
+    return prefix, kind
 
 
 @dataclass
@@ -72,20 +94,57 @@ class PipelineDefinitions:
     schedules: list[Any] = field(default_factory=list)
     sensors: list[Any] = field(default_factory=list)
     partitions: StaticPartitionsDefinition | None = None
+    #: each job by its kind (`JOB_KINDS`): how callers find a job, not by name suffix
+    jobs_by_kind: dict[str, Any] = field(default_factory=dict)
+
+    def job_name(self, kind: str) -> str:
+        return f"{self.graph.pipeline.job_prefix}__{kind}"
 
     @property
     def provision_job_name(self) -> str:
-        return f"{self.graph.pipeline.job_prefix}__provision"
+        return self.job_name(PROVISION)
+
+    def add_job(self, kind: str, job: Any) -> None:
+        self.jobs.append(job)
+        self.jobs_by_kind[kind] = job
+
+
+EXECUTION_MODES = ("auto", "batched", "per_step")
+
+
+def execution_mode(graph: PipelineGraph, preference: str | None = None,
+                   executor: str | None = None) -> str:
+    """`batched` (one step walks the DAG with threads) or `per_step` (one step per task).
+
+    `preference` (default: INFRAKITCHEN_EXECUTION, else auto). auto picks batched for
+    pipelines whose tasks can run side by side, where per-step processes cost most (see
+    bench/), and per_step for chains, which keep a step, retry and hook per task in the UI
+    at a small cost. Under a distributed `executor` (celery) auto is per_step, so that
+    the steps spread over the workers.
+    """
+    preference = preference or os.environ.get("INFRAKITCHEN_EXECUTION", "auto")
+    if preference not in EXECUTION_MODES:
+        raise ValueError(f"unknown execution mode {preference!r} "
+                         f"({', '.join(EXECUTION_MODES)})")
+    if preference == "auto":
+        if is_distributed(executor):
+            return "per_step"
+        return "batched" if graph.width > 1 else "per_step"
+    return preference
 
 
 def choose_executor(graph: PipelineGraph, preference: str = "auto") -> ExecutorDefinition:
     """In-process for chains (a step costs ~0.2 s instead of ~1 s), forkserver
     multiprocess where tasks can run side by side; see bench/ for the numbers.
 
-    `preference`: auto | in_process | forkserver | spawn.
+    `preference`: auto | in_process | forkserver | spawn | celery (dagster-celery workers,
+    see distributed.py).
     """
-    if preference not in ("auto", "in_process", "forkserver", "spawn"):
-        raise ValueError(f"unknown executor {preference!r} (auto, in_process, forkserver, spawn)")
+    if preference not in ("auto", "in_process", "forkserver", "spawn", CELERY):
+        raise ValueError(f"unknown executor {preference!r} "
+                         "(auto, in_process, forkserver, spawn, celery)")
+    if preference == CELERY:
+        return celery_executor_def()
     if preference == "in_process" or (preference == "auto" and graph.width <= 1):
         return in_process_executor
     start_method = "spawn" if preference == "spawn" else "forkserver"
@@ -114,16 +173,22 @@ def make_runtime(graph: PipelineGraph, context: Any, tofu: TofuResource,
     log = context.log
     return TaskRuntime(
         graph=graph, environment=environment, store=infrakitchen.store(), tofu=tofu,
-        runtime_vars=dict(infrakitchen.vars), actor=infrakitchen.principal(
+        runtime_vars=infrakitchen.runtime_vars(), actor=infrakitchen.principal(
             run.tags if run else None),
         run_id=context.run_id, log=log.debug, progress=log.info, force=infrakitchen.force,
         run_is_alive=run_is_alive,
+        report_dead_run=lambda run_id, reason: report_dead_run(instance, run_id, reason),
     )
+
+
+def worker_name() -> str:
+    """Which process did the work: INFRAKITCHEN_WORKER_NAME, else host:pid."""
+    return os.environ.get("INFRAKITCHEN_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def outcome_metadata(outcome: Outcome) -> dict[str, Any]:
     """Materialisation metadata: secrets are redacted here, never later."""
-    meta: dict[str, Any] = {"outcome": outcome.status}
+    meta: dict[str, Any] = {"outcome": outcome.status.value, "worker": worker_name()}
     if outcome.record is not None:
         record = outcome.record
         meta.update(state=record.state, status=record.status, revision=record.revision,
@@ -187,13 +252,12 @@ def build_task_asset(graph: PipelineGraph, node: Node, translator: InfraKitchenT
                 outcome = runtime.provision(node, timeout=task.timeout)
             else:
                 outcome = runtime.run_command(node, timeout=task.timeout)
-        except (TaskFailure, TofuError, ProcessTimeout, InterpolationError,
-                IllegalTransition) as exc:
+        except RETRYABLE_ERRORS as exc:
             raise _as_failure(exc) from None
         if outcome.status in NOT_MATERIALISED:
             # Not materialised: Dagster skips everything downstream and the run succeeds.
             # An approval gate says so on the asset's timeline.
-            if outcome.status != "skipped":
+            if outcome.status != OutcomeStatus.SKIPPED:
                 context.log_event(AssetObservation(
                     asset_key=spec.key, metadata=outcome_metadata(outcome),
                     partition=context.partition_key if context.has_partition_key else None))
@@ -272,25 +336,50 @@ def build_teardown_job(graph: PipelineGraph) -> JobDefinition | None:
     )
 
 
+def _op_aliases(graph: PipelineGraph, kind: str, names: list[str]) -> dict[str, str]:
+    """node name -> its op's name in the `kind` job (what `op_selection` names)."""
+    return {n: f"{graph.pipeline.job_prefix}__{kind}__{graph.nodes[n].op_name}" for n in names}
+
+
+def _wired_graph(graph: PipelineGraph, kind: str, alias: dict[str, str],
+                 edges: dict[str, list[str]], make_op: Any) -> GraphDefinition:
+    """One op per node, wired by `edges` (node -> the nodes it waits for).
+
+    The nodes share a handful of op definitions (one per number of inputs, each node an
+    aliased invocation of it): building a thousand ops is then as cheap as building a few,
+    and the graph stays linear in the number of tasks. Separate `Nothing` inputs, not a
+    fan-in, so that a node is skipped as soon as any node it waits for was."""
+    prefix = graph.pipeline.job_prefix
+    defs: dict[int, Any] = {}
+    deps: dict[NodeInvocation, dict[str, Dep]] = {}
+    for name in alias:
+        waits = edges[name]
+        if len(waits) not in defs:
+            defs[len(waits)] = make_op(f"{prefix}__{kind}_after_{len(waits)}",
+                                       [f"after_{i}" for i in range(len(waits))])
+        op_def = defs[len(waits)]
+        deps[NodeInvocation(op_def.name, alias=alias[name])] = {
+            f"after_{i}": Dep(alias[w]) for i, w in enumerate(waits)}
+    return GraphDefinition(name=f"{prefix}__{kind}", node_defs=list(defs.values()),
+                           dependencies=deps)
+
+
 def build_destroy_job(graph: PipelineGraph, partitions: StaticPartitionsDefinition | None,
                       translator: InfraKitchenTranslator) -> JobDefinition:
-    """`tofu destroy` of every resource, children before parents (reversed edges)."""
-    prefix = graph.pipeline.job_prefix
-    names = [n for n in graph.order if graph.nodes[n].kind in ("resource", "abstract")]
-    node_defs = []
-    deps: dict[str, dict[str, Dep]] = {}
-    for name in names:
-        node = graph.nodes[name]
-        children = [c for c in graph.descendants(name) if c in names]
-        op_def = _destroy_op(graph, node, translator.get_asset_key(graph, node),
-                             [f"after_{graph.nodes[c].op_name}" for c in children])
-        node_defs.append(op_def)
-        deps[op_def.name] = {
-            f"after_{graph.nodes[c].op_name}": Dep(f"{prefix}__destroy__{graph.nodes[c].op_name}")
-            for c in children
-        }
-    return GraphDefinition(name=f"{prefix}__destroy", node_defs=node_defs,
-                           dependencies=deps).to_job(
+    """`tofu destroy` of every resource, children before parents (reversed edges).
+
+    Each op waits for its nearest resource children only (linear in the number of tasks);
+    the order holds transitively. A run acting on some tasks names them in the
+    `infrakitchen` resource's `tasks` (the others pass), never by op selection, which
+    would cut the chain of edges between the chosen ops."""
+    members = graph.lifecycle_members
+    names = [n for n in graph.order if n in members]
+    edges = {n: graph.nearest_downstream(n, members) for n in names}
+    alias = _op_aliases(graph, "destroy", names)
+    nodes = {a: graph.nodes[n] for n, a in alias.items()}
+    job_graph = _wired_graph(graph, "destroy", alias, edges,
+                             lambda name, ins: _destroy_op(graph, translator, name, ins, nodes))
+    return job_graph.to_job(
         tags={PIPELINE_TAG: graph.pipeline.name, "infrakitchen/job": "destroy",
               BACKEND_TAG: graph.pipeline.backend.type},
         partitions_def=partitions, executor_def=in_process_executor,
@@ -298,12 +387,15 @@ def build_destroy_job(graph: PipelineGraph, partitions: StaticPartitionsDefiniti
     )
 
 
-def _destroy_op(graph: PipelineGraph, node: Node, key: AssetKey, in_names: list[str]):
-    @op(name=f"{graph.pipeline.job_prefix}__destroy__{node.op_name}",
-        ins={n: In(Nothing) for n in in_names}, out=Out(Nothing, is_required=False),
+def _destroy_op(graph: PipelineGraph, translator: InfraKitchenTranslator, name: str,
+                in_names: list[str], nodes: dict[str, Node]):
+    """The destroy op shared by every node with len(in_names) children; `nodes` maps an
+    invocation's alias to its node."""
+    @op(name=name, ins={n: In(Nothing) for n in in_names}, out=Out(Nothing, is_required=False),
         tags={PIPELINE_TAG: graph.pipeline.name})
     def _destroy(context: OpExecutionContext, tofu: TofuResource,
                  infrakitchen: InfraKitchenResource):
+        node = nodes[context.op_handle.name]
         if infrakitchen.tasks and node.name not in infrakitchen.tasks:
             yield Output(None)  # not one of the tasks this run is about
             return
@@ -313,14 +405,14 @@ def _destroy_op(graph: PipelineGraph, node: Node, key: AssetKey, in_names: list[
         except (TofuError, ProcessTimeout, TaskFailure, InterpolationError,
                 IllegalTransition) as exc:
             raise _as_failure(exc) from None
-        metadata = {"operation": "destroy", "outcome": outcome.status,
+        metadata = {"operation": "destroy", "outcome": outcome.status.value,
                     "state": outcome.record.state if outcome.record else "none"}
         if outcome.request_id is not None:
             metadata["approval_request"] = outcome.request_id
         if outcome.reason:
             metadata["reason"] = outcome.reason
         context.log_event(AssetObservation(
-            asset_key=key, metadata=metadata,
+            asset_key=translator.get_asset_key(graph, node), metadata=metadata,
             partition=context.partition_key if context.has_partition_key else None))
         if outcome.status not in NOT_MATERIALISED:
             yield Output(None)  # waiting for approval: the parents' destroys are skipped
@@ -330,35 +422,31 @@ def _destroy_op(graph: PipelineGraph, node: Node, key: AssetKey, in_names: list[
 
 def build_plan_job(graph: PipelineGraph, partitions: StaticPartitionsDefinition | None,
                    translator: InfraKitchenTranslator) -> JobDefinition:
-    """A dry run: `tofu plan` of each resource in order; nothing is applied or recorded."""
-    prefix = graph.pipeline.job_prefix
+    """A dry run: `tofu plan` of each resource in order; nothing is applied or recorded.
+
+    Each op waits for its nearest upstream resources only (linear in the number of tasks)."""
     names = graph.resources
-    node_defs = []
-    deps: dict[str, dict[str, Dep]] = {}
-    for name in names:
-        node = graph.nodes[name]
-        upstream = [a for a in graph.ancestors(name) if a in names]
-        op_def = _plan_op(graph, node, translator.get_asset_key(graph, node),
-                          [f"after_{graph.nodes[u].op_name}" for u in upstream])
-        node_defs.append(op_def)
-        deps[op_def.name] = {
-            f"after_{graph.nodes[u].op_name}": Dep(f"{prefix}__plan__{graph.nodes[u].op_name}")
-            for u in upstream
-        }
-    return GraphDefinition(name=f"{prefix}__plan", node_defs=node_defs,
-                           dependencies=deps).to_job(
+    members = frozenset(names)
+    edges = {n: graph.nearest_upstream(n, members) for n in names}
+    alias = _op_aliases(graph, "plan", names)
+    nodes = {a: graph.nodes[n] for n, a in alias.items()}
+    job_graph = _wired_graph(graph, "plan", alias, edges,
+                             lambda name, ins: _plan_op(graph, translator, name, ins, nodes))
+    return job_graph.to_job(
         tags={PIPELINE_TAG: graph.pipeline.name, "infrakitchen/job": "plan"},
         partitions_def=partitions, executor_def=in_process_executor,
         description=f"Dry run of {graph.pipeline.name}: tofu plan, nothing changes",
     )
 
 
-def _plan_op(graph: PipelineGraph, node: Node, key: AssetKey, in_names: list[str]):
-    @op(name=f"{graph.pipeline.job_prefix}__plan__{node.op_name}",
-        ins={n: In(Nothing) for n in in_names}, out=Out(Nothing),
+def _plan_op(graph: PipelineGraph, translator: InfraKitchenTranslator, name: str,
+             in_names: list[str], nodes: dict[str, Node]):
+    """The plan op shared by every node with len(in_names) parents (see `_destroy_op`)."""
+    @op(name=name, ins={n: In(Nothing) for n in in_names}, out=Out(Nothing),
         tags={PIPELINE_TAG: graph.pipeline.name})
     def _plan(context: OpExecutionContext, tofu: TofuResource,
               infrakitchen: InfraKitchenResource):
+        node = nodes[context.op_handle.name]
         runtime = make_runtime(graph, context, tofu, infrakitchen, environment_of(context))
         try:
             summary = runtime.plan(node)
@@ -373,7 +461,7 @@ def _plan_op(graph: PipelineGraph, node: Node, key: AssetKey, in_names: list[str
         else:
             metadata["plan"] = "not planned: upstream outputs unknown until applied"
         context.log_event(AssetObservation(
-            asset_key=key, metadata=metadata,
+            asset_key=translator.get_asset_key(graph, node), metadata=metadata,
             partition=context.partition_key if context.has_partition_key else None))
         yield Output(None)
 
@@ -381,45 +469,80 @@ def _plan_op(graph: PipelineGraph, node: Node, key: AssetKey, in_names: list[str
 
 
 def build_pipeline(graph: PipelineGraph, translator: InfraKitchenTranslator | None = None,
-                   executor: str = "auto") -> PipelineDefinitions:
+                   executor: str = "auto", execution: str | None = None,
+                   only: str | None = None) -> PipelineDefinitions:
+    """The pipeline's assets, checks, jobs, schedules and sensors.
+
+    `only` (a job kind of `JOB_KINDS`): build just that job and what it needs, no
+    schedules or sensors: what a run's process (and each of its step processes) loads.
+    """
+    if only is not None and only not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {only!r} ({', '.join(JOB_KINDS)})")
     translator = translator or InfraKitchenTranslator()
     pipeline = graph.pipeline
     partitions = (StaticPartitionsDefinition(list(pipeline.environments))
                   if pipeline.environments else None)
     result = PipelineDefinitions(graph=graph, partitions=partitions)
-    for name in graph.order:
-        result.assets.append(build_task_asset(graph, graph.nodes[name], translator, partitions))
+
+    def wanted(*kinds: str) -> bool:
+        return only is None or only in kinds
+
+    if wanted(PROVISION, DRIFT_CHECK):
+        _add_assets(result, translator, executor, execution, provision_job=wanted(PROVISION))
+    if graph.resources:
+        if wanted(PLAN):
+            result.add_job(PLAN, build_plan_job(graph, partitions, translator))
+        if wanted(DESTROY):
+            result.add_job(DESTROY, build_destroy_job(graph, partitions, translator))
+        if wanted(DRIFT_CHECK):
+            keys = {n: translator.get_asset_key(graph, graph.nodes[n]) for n in graph.resources}
+            result.checks.append(build_drift_checks(graph, keys))
+            drift_job = build_drift_job(graph, list(keys.values()))
+            result.add_job(DRIFT_CHECK, drift_job)
+            if pipeline.drift_schedule and only is None:
+                result.schedules.append(ScheduleDefinition(
+                    name=f"{pipeline.job_prefix}__drift", cron_schedule=pipeline.drift_schedule,
+                    job=drift_job, default_status=DefaultScheduleStatus.RUNNING,
+                    description=f"Drift checks of {pipeline.name} ({pipeline.drift_schedule})"))
+    if only is None:
+        provision = result.jobs_by_kind[PROVISION]
+        result.schedules.extend(build_trigger_schedules(graph, provision))
+        result.sensors.extend(build_file_watch_sensors(graph, provision))
+    if wanted(TEARDOWN):
+        teardown = build_teardown_job(graph)
+        if teardown is not None:
+            result.add_job(TEARDOWN, teardown)
+    return result
+
+
+def _add_assets(result: PipelineDefinitions, translator: InfraKitchenTranslator,
+                executor: str, execution: str | None, provision_job: bool) -> None:
+    """The task assets (batched or one per task) and, when `provision_job`, their job."""
+    graph, partitions, pipeline = result.graph, result.partitions, result.graph.pipeline
+    batched = execution_mode(graph, execution, executor) == "batched"
+    if batched:
+        from .batch import build_batched_asset
+
+        result.assets.append(build_batched_asset(graph, translator, partitions))
+    else:
+        for name in graph.order:
+            result.assets.append(
+                build_task_asset(graph, graph.nodes[name], translator, partitions))
+    if not provision_job:
+        return
     keys = [translator.get_asset_key(graph, graph.nodes[n]) for n in graph.order]
-    result.jobs.append(define_asset_job(
+    result.add_job(PROVISION, define_asset_job(
         # drift checks run on their own schedule, not after every apply
-        name=result.provision_job_name, selection=AssetSelection.assets(*keys).without_checks(),
+        name=result.job_name(PROVISION),
+        selection=AssetSelection.assets(*keys).without_checks(),
         partitions_def=partitions,
-        executor_def=choose_executor(graph, executor),
-        tags={PIPELINE_TAG: pipeline.name, "infrakitchen/job": "provision",
+        # batched under celery: the one step still runs on a worker, not in the run process
+        executor_def=(in_process_executor if batched and not is_distributed(executor)
+                      else choose_executor(graph, executor)),
+        tags={PIPELINE_TAG: pipeline.name, "infrakitchen/job": PROVISION,
               BACKEND_TAG: pipeline.backend.type},
         description=pipeline.description or f"Provision {pipeline.name}",
     ))
-    if graph.resources:
-        result.jobs.append(build_plan_job(graph, partitions, translator))
-        result.jobs.append(build_destroy_job(graph, partitions, translator))
-        resource_keys = []
-        for name in graph.resources:
-            key = translator.get_asset_key(graph, graph.nodes[name])
-            result.checks.append(build_drift_check(graph, graph.nodes[name], key))
-            resource_keys.append(key)
-        drift_job = build_drift_job(graph, resource_keys)
-        result.jobs.append(drift_job)
-        if pipeline.drift_schedule:
-            result.schedules.append(ScheduleDefinition(
-                name=f"{pipeline.job_prefix}__drift", cron_schedule=pipeline.drift_schedule,
-                job=drift_job, default_status=DefaultScheduleStatus.RUNNING,
-                description=f"Drift checks of {pipeline.name} ({pipeline.drift_schedule})"))
-    result.schedules.extend(build_trigger_schedules(graph, result.jobs[0]))
-    result.sensors.extend(build_file_watch_sensors(graph, result.jobs[0]))
-    teardown = build_teardown_job(graph)
-    if teardown is not None:
-        result.jobs.append(teardown)
-    return result
 
 
 def build_trigger_schedules(graph: PipelineGraph, provision_job: Any) -> list[Any]:

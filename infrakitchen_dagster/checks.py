@@ -4,9 +4,13 @@ A check compares the infrastructure with what was applied (`plan -detailed-exitc
 it passes when tofu plans no change and fails with the planned changes in its metadata.
 One check covers every environment of the pipeline, so it works the same for
 partitioned and unpartitioned pipelines.
+
+All checks of a pipeline are one subsettable `multi_asset_check` (one op, however many
+resources): a thousand-resource pipeline loads one check op instead of a thousand.
 """
 
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dagster import (
@@ -14,57 +18,81 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetKey,
     AssetSelection,
+    Failure,
     MetadataValue,
-    asset_check,
     define_asset_job,
     in_process_executor,
+    multi_asset_check,
 )
 
 from .graph import Node, PipelineGraph
-from .resources import InfraKitchenResource
+from .resources import InfraKitchenResource, TofuResource
 from .runtime import TaskRuntime
-from .tofu import TofuResource
 
 DRIFT_CHECK = "drift"
 
 
-def build_drift_check(graph: PipelineGraph, node: Node, key: AssetKey) -> AssetChecksDefinition:
-    environments = list(graph.pipeline.environments) or ["default"]
+def build_drift_checks(graph: PipelineGraph, keys: Mapping[str, AssetKey]
+                       ) -> AssetChecksDefinition:
+    """The `drift` check of each resource `keys` names (node name -> asset key)."""
+    nodes = {key: graph.nodes[name] for name, key in keys.items()}
+    specs = [AssetCheckSpec(name=DRIFT_CHECK, asset=key,
+                            description="tofu plan -detailed-exitcode against the applied "
+                                        "values")
+             for key in keys.values()]
 
-    @asset_check(asset=key, name=DRIFT_CHECK,
-                 description="tofu plan -detailed-exitcode against the applied values")
+    @multi_asset_check(name=f"{graph.pipeline.job_prefix}__{DRIFT_CHECK}", specs=specs,
+                       can_subset=True)
     def _drift(context: AssetCheckExecutionContext, tofu: TofuResource,
-               infrakitchen: InfraKitchenResource) -> AssetCheckResult:
-        results: dict[str, Any] = {}
-        drifted: list[str] = []
-        for environment in environments:
-            runtime = TaskRuntime(
-                graph=graph, environment=environment, store=infrakitchen.store(), tofu=tofu,
-                runtime_vars=dict(infrakitchen.vars), actor=infrakitchen.principal(),
-                run_id=context.run.run_id, log=context.log.debug,
-                progress=context.log.info)
-            drift = runtime.drift(node)
-            if drift is None:
-                results[environment] = "not provisioned"
-                continue
-            results[environment] = drift.as_dict()
-            if drift.drifted:
-                drifted.append(environment)
-                context.log.warning(f"{node.name} ({environment}) drifted: "
-                                    f"{'; '.join(drift.changes) or drift.plan.as_dict()}")
-        changes = [f"{env}: {change}" for env in drifted
-                   for change in results[env]["changes"]]
-        return AssetCheckResult(
-            passed=not drifted, severity=AssetCheckSeverity.ERROR,
-            description=(f"drift in {', '.join(drifted)}: {'; '.join(changes)}" if drifted
-                         else "no drift"),
-            metadata={"drifted_environments": ", ".join(drifted) or "none",
-                      "changes": MetadataValue.json(changes),
-                      "environments": MetadataValue.json(results)})
+               infrakitchen: InfraKitchenResource) -> Iterator[AssetCheckResult]:
+        errors: list[str] = []
+        for check_key in sorted(context.selected_asset_check_keys, key=str):
+            node = nodes[check_key.asset_key]
+            try:
+                yield _check_one(graph, node, check_key.asset_key, context, tofu, infrakitchen)
+            except Exception as exc:  # one resource's error must not hide the others' checks
+                context.log.error(f"{node.name}: drift check failed: {exc}")
+                errors.append(f"{node.name}: {exc}")
+        if errors:
+            raise Failure(description="drift check failed for " + "; ".join(errors))
 
     return _drift
+
+
+def _check_one(graph: PipelineGraph, node: Node, key: AssetKey,
+               context: AssetCheckExecutionContext, tofu: TofuResource,
+               infrakitchen: InfraKitchenResource) -> AssetCheckResult:
+    environments = list(graph.pipeline.environments) or ["default"]
+    results: dict[str, Any] = {}
+    drifted: list[str] = []
+    for environment in environments:
+        runtime = TaskRuntime(
+            graph=graph, environment=environment, store=infrakitchen.store(), tofu=tofu,
+            runtime_vars=infrakitchen.runtime_vars(), actor=infrakitchen.principal(),
+            run_id=context.run.run_id, log=context.log.debug,
+            progress=context.log.info)
+        drift = runtime.drift(node)
+        if drift is None:
+            results[environment] = "not provisioned"
+            continue
+        results[environment] = drift.as_dict()
+        if drift.drifted:
+            drifted.append(environment)
+            context.log.warning(f"{node.name} ({environment}) drifted: "
+                                f"{'; '.join(drift.changes) or drift.plan.as_dict()}")
+    changes = [f"{env}: {change}" for env in drifted
+               for change in results[env]["changes"]]
+    return AssetCheckResult(
+        asset_key=key, check_name=DRIFT_CHECK,
+        passed=not drifted, severity=AssetCheckSeverity.ERROR,
+        description=(f"drift in {', '.join(drifted)}: {'; '.join(changes)}" if drifted
+                     else "no drift"),
+        metadata={"drifted_environments": ", ".join(drifted) or "none",
+                  "changes": MetadataValue.json(changes),
+                  "environments": MetadataValue.json(results)})
 
 
 def build_drift_job(graph: PipelineGraph, keys: list[AssetKey]) -> Any:

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import settings
 from .approvals import (
@@ -22,18 +23,16 @@ from .approvals import (
     PermissionDenied,
     RequestStatus,
     Role,
+    decision_payload,
     gated,
+    pipeline_named,
     plan_text,
 )
-from .graph import PipelineGraph, find_pipeline, load_graph
+from .errors import CliError
+from .graph import PipelineGraph, find_pipeline, load_graph, names_from_run_vars
+from .signatures import SignatureError, sign
 from .spec import PipelineError, read_pipeline
 from .store import IllegalTransition, LifecycleStore, State, default_actor
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = 1):
-        self.code = code
-        super().__init__(message)
 
 
 def _graph(name: str) -> PipelineGraph:
@@ -124,8 +123,6 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace, job_suffix: str = "provision") -> int:
-    from .launch import run_pipeline_job
-
     graph = _graph(args.name)
     environment = _environment(graph, args.env)
     _require(Permission.VIEW if job_suffix == "plan" else Permission.REQUEST,
@@ -134,13 +131,56 @@ def cmd_run(args: argparse.Namespace, job_suffix: str = "provision") -> int:
     for item in selection:
         if not graph.expand(item):
             raise CliError(f"--select names unknown task {item!r}")
+    runtime_vars = _parse_vars(args.var)
+    from_failure = getattr(args, "from_failure", None)
+    if not from_failure:
+        _require_run_vars(graph, runtime_vars, selection)
+    if (job_suffix == "provision" and not from_failure and not getattr(args, "force", False)
+            and _up_to_date(graph, environment, runtime_vars, selection, args.actor)):
+        return 0
+    from .launch import run_pipeline_job
+
     result = run_pipeline_job(
-        graph, job_suffix, environment=environment, runtime_vars=_parse_vars(args.var),
+        graph, job_suffix, environment=environment, runtime_vars=runtime_vars,
         select=selection, actor=args.actor, force=getattr(args, "force", False),
         print_output=getattr(args, "print_output", False),
         from_failure=getattr(args, "from_failure", None),
     )
     return 0 if result.success else 1
+
+
+def _up_to_date(graph: PipelineGraph, environment: str, runtime_vars: dict[str, str],
+                selection: list[str], actor: str) -> bool:
+    """Whether every resource to run is unchanged (configuration and state): then no run
+    is launched at all, as `tofu apply` says "No changes" without touching anything."""
+    from .runtime import RunContext
+    from .runtime.provision import up_to_date
+    from .tofu import TofuSettings
+
+    names = ([n for item in selection for n in graph.expand(item)] if selection
+             else list(graph.order))
+    context = RunContext(graph=graph, environment=environment, store=LifecycleStore(),
+                         tofu=TofuSettings(), runtime_vars=runtime_vars, actor=actor)
+    if not names or not all(up_to_date(context, graph.nodes[n]) for n in names):
+        return False
+    print(f"nothing to do: the {len(names)} resource(s) of {graph.pipeline.name} "
+          f"({environment}) are unchanged since their last apply (configuration and "
+          "state); no run launched (--force runs anyway)")
+    return True
+
+
+def _require_run_vars(graph: PipelineGraph, runtime_vars: dict[str, str],
+                      selection: list[str]) -> None:
+    """A file without [vars] takes names from --var: refuse a run that misses one before
+    anything runs, instead of failing halfway through."""
+    chosen = {n for item in selection for n in graph.expand(item)} if selection else None
+    missing = {name: tasks for name, tasks in names_from_run_vars(graph).items()
+               if name not in runtime_vars
+               and (chosen is None or any(t in chosen for t in tasks))}
+    if missing:
+        raise CliError("; ".join(f"{', '.join(tasks)} use{'s' if len(tasks) == 1 else ''} "
+                                 f"{{{{.{name}}}}}: pass --var {name}=..."
+                                 for name, tasks in sorted(missing.items())))
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
@@ -239,7 +279,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         print("no approval requests" + (" pending" if args.pending else ""))
         return 0
     rows = [(str(r["id"]), f"{r['pipeline']}/{r['task']}", r["environment"], r["operation"],
-             r["status"], r["requested_by"], r["decided_by"] or "-",
+             r["status"], r["requested_by"],
+             (r["decided_by"] or "-") + (" (signed)" if r["identity"] == "signed" else ""),
              plan_text(r["plan_summary"]))
             for r in requests]
     _table(("ID", "RESOURCE", "ENV", "OPERATION", "STATUS", "REQUESTED BY", "DECIDED BY",
@@ -255,15 +296,27 @@ def _request_id(text: str) -> int:
 
 
 def _decide(args: argparse.Namespace, approve: bool) -> int:
+    """`ik approve` / `ik reject`; with `--key`, the decision is signed (`ssh-keygen -Y
+    sign`, namespace infrakitchen) over the request's canonical payload, and the decider
+    is the principal the signature proves (required where the pipeline names approvers)."""
     approvals = Approvals(LifecycleStore())
     request_id = _request_id(args.id)
     request = approvals.get(request_id)
     if request is None:
         raise CliError(f"no approval request {request_id}")
+    signature = None
+    if args.key:
+        try:
+            signature = sign(decision_payload(request, approve), Path(args.key))
+        except SignatureError as exc:
+            raise CliError(str(exc)) from None
     decided = approvals.decide(request_id, approve=approve, actor=args.actor,
                                owners=_owners(request.pipeline),
-                               reason=getattr(args, "reason", None))
+                               reason=getattr(args, "reason", None),
+                               pipeline=pipeline_named(request.pipeline), signature=signature)
     what = f"{decided.operation} of {decided.pipeline}/{decided.task} ({decided.environment})"
+    if decided.identity == "signed":
+        what += f", signed by {decided.signer_principal} ({decided.key_fingerprint})"
     if approve:
         command = (f"ik destroy {decided.pipeline} --task {decided.task}"
                    if decided.operation == "destroy"
@@ -327,25 +380,58 @@ def cmd_delete(args: argparse.Namespace) -> int:
                        "apply or reject them first", code=2)
     if record.kind == "abstract" and record.state != State.DESTROYED:
         from .runtime import TaskRuntime
-        from .tofu import TofuResource
+        from .tofu import TofuSettings
 
         runtime = TaskRuntime(graph=_graph(pipeline), environment=env, store=store,
-                              tofu=TofuResource(), actor=args.actor)
+                              tofu=TofuSettings(), actor=args.actor)
         record = runtime.destroy(task).record or record
     if record.state != State.DESTROYED:
         raise CliError(f"{pipeline}/{task} is {record.state}/{record.status}; only a destroyed "
                        f"resource can be deleted (run `ik destroy {pipeline} --task {task}`)",
                        code=2)
     store.delete(record, actor=args.actor)
-    from .tofu import TofuResource
+    from .tofu import TofuSettings
 
     try:
         node = _graph(pipeline).nodes.get(task)
     except PipelineError:
         node = None
-    directory = TofuResource().working_dir(pipeline, env, node.asset_name if node else task)
+    directory = TofuSettings().working_dir(pipeline, env, node.asset_name if node else task)
     shutil.rmtree(directory, ignore_errors=True)
     print(f"deleted {pipeline}/{task} ({env}); its audit entries are kept, archived")
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """Re-encrypt every secret in the store with a new key (see `crypto.py`).
+
+    With INFRAKITCHEN_SECRET_KEY set, its first key is the new one (list the old ones
+    after it until this is done). Otherwise a new key is put first in the key file, the
+    old ones kept after it while re-encrypting, then dropped; running it again after an
+    interruption finishes the job.
+    """
+    from . import crypto
+
+    if args.print_new_key:
+        print(crypto.new_key())
+        return 0
+    store = LifecycleStore()
+    if os.environ.get(crypto.ENV_VAR, "").strip():
+        keys, _ = crypto.configured_keys()
+        counts = store.reseal()
+        where = f"the first key of {crypto.ENV_VAR}"
+        after = (f"; you may now drop the other {len(keys) - 1} key(s) from "
+                 f"{crypto.ENV_VAR}" if len(keys) > 1 else "")
+    else:
+        old, _ = crypto.configured_keys()
+        new = crypto.new_key()
+        path = crypto.write_key_file([new, *old])  # old keys still decrypt meanwhile
+        counts = store.reseal()
+        crypto.write_key_file([new])
+        where, after = f"a new key in {path}", ""
+    store.audit("secret_key_rotated", actor=args.actor, details=dict(counts))
+    done = ", ".join(f"{n} {table}" for table, n in counts.items())
+    print(f"re-encrypted with {where}: {done}{after}")
     return 0
 
 
@@ -420,13 +506,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_approvals)
 
+    key_help = ("sign the decision with this SSH private key, or a public key whose "
+                "private half ssh-agent holds (required where the pipeline names approvers)")
     p = sub.add_parser("approve", parents=[common], help="approve a request (owner, admin)")
     p.add_argument("id")
+    p.add_argument("--key", default=None, metavar="PATH", help=key_help)
     p.set_defaults(func=lambda a: _decide(a, True))
 
     p = sub.add_parser("reject", parents=[common], help="reject a request (owner, admin)")
     p.add_argument("id")
     p.add_argument("--reason", required=True)
+    p.add_argument("--key", default=None, metavar="PATH", help=key_help)
     p.set_defaults(func=lambda a: _decide(a, False))
 
     p = sub.add_parser("withdraw", parents=[common],
@@ -450,6 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="NAME/TASK")
     p.add_argument("--env", default=None)
     p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("rotate-key", parents=[common],
+                       help="re-encrypt the store's secrets with a new key")
+    p.add_argument("--print-new-key", action="store_true",
+                   help="only print a new key (for INFRAKITCHEN_SECRET_KEY) and exit")
+    p.set_defaults(func=cmd_rotate_key)
     return parser
 
 

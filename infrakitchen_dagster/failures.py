@@ -9,19 +9,19 @@ store makes sure only the first of them acts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun
 
 from .graph import PipelineGraph
-from .process import reap_processes_in
-from .store import LifecycleStore, RecordView, Status
-from .store.lifecycle import Action
-from .tofu import TofuResource
+from .runtime.healing import heal
+from .store import LifecycleStore, Status
+from .tofu import TofuSettings
 
 PIPELINE_TAG = "infrakitchen/pipeline"
 #: set on a step failure that refused to act (assets.py)
 REFUSED = "infrakitchen/refused"
+#: on a batched step's failure: [{"task", "message", "refused"}] (batch.py)
+FAILED_TASKS = "infrakitchen/failed_tasks"
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,21 @@ def judge_failed_run(instance: DagsterInstance, run: DagsterRun, graph: Pipeline
     failed: list[tuple[str, str]] = []
     refused: list[str] = []
     for record in failures:
+        event = record.dagster_event
+        data = event.step_failure_data if event is not None else None
+        metadata = (data.user_failure_data.metadata or {}) if (
+            data is not None and data.user_failure_data is not None) else {}
+        if FAILED_TASKS in metadata:  # a batched step: every failed task, named
+            for item in metadata[FAILED_TASKS].value:
+                if item.get("refused"):
+                    refused.append(item["task"])
+                else:
+                    failed.append((item["task"], item.get("message", "")))
+            continue
         node = by_op.get(record.step_key or "")
         if node is None:
             continue
-        event = record.dagster_event
-        data = event.step_failure_data if event is not None else None
-        if data is not None and data.user_failure_data is not None and (
-                REFUSED in (data.user_failure_data.metadata or {})):
+        if REFUSED in metadata:
             refused.append(node.name)  # nothing was applied: nothing to tear down
             continue
         message = data.error.message.strip() if data is not None and data.error else ""
@@ -65,33 +73,29 @@ def judge_failed_run(instance: DagsterInstance, run: DagsterRun, graph: Pipeline
 
 
 def mark_crashed_resources(store: LifecycleStore, run: DagsterRun, graph: PipelineGraph,
-                           actor: str) -> list[str]:
-    """Records a dead run left `in_progress` become `error` (with the run id audited)."""
+                           actor: str, tofu: TofuSettings) -> list[str]:
+    """Records a dead run left `in_progress` become `error` (with the run id audited).
+
+    `tofu` is the configured resource, so its working directories are the ones cleaned.
+    """
     marked = []
     for record in store.records(graph.pipeline.name):
         if record.status == Status.IN_PROGRESS and record.last_run_id == run.run_id:
             node = graph.nodes.get(record.task)
-            directory = TofuResource().working_dir(
-                graph.pipeline.name, record.environment,
-                node.asset_name if node else record.task)
-            mark_dead_run_error(store, record, directory, actor=actor, run_id=run.run_id)
+            directory = tofu.working_dir(graph.pipeline.name, record.environment,
+                                         node.asset_name if node else record.task)
+            heal(store, record, directory, actor=actor, run_id=run.run_id)
             marked.append(record.task)
     return marked
 
 
-def mark_dead_run_error(store: LifecycleStore, record: RecordView, directory: Path, *,
-                        actor: str, run_id: str | None) -> RecordView:
-    """`record` was left `in_progress` by a run that is gone: kill what that run left
-    running in the resource's working directory, then mark the record `error`.
-
-    `run_id` is the run doing the marking (the dead one, for the failure sensor).
-    """
-    dead = record.last_run_id
-    reaped = reap_processes_in(directory)
-    return store.transition(record, Action.MARK_ERROR, actor=actor, run_id=run_id,
-                            details={"crashed_run_id": dead,
-                                     "stray_processes_killed": len(reaped)},
-                            error=f"run {dead} ended while this resource was in progress")
+def report_dead_run(instance: DagsterInstance, run_id: str, reason: str) -> None:
+    """Mark a Dagster run whose process died as failed, so history, the run-failure sensor
+    and the run queue see it ended (it would otherwise stay STARTED for good)."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and not run.is_finished:
+        # a public DagsterInstance method, the documented way to end a run from outside
+        instance.report_run_failed(run, message=f"infrakitchen: {reason}")
 
 
 def teardown_ops_config(graph: PipelineGraph, failed_run_id: str, environment: str,

@@ -7,6 +7,7 @@ Everything that can be known without running anything is checked here, so that
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import itertools
 import re
@@ -15,8 +16,26 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from .interpolation import Condition, Ref, references, references_in, render, to_text
-from .spec import Pipeline, PipelineError, Scalar, Task, read_pipeline
+from .distributed import local_state_problems
+from .interpolation import (
+    PLACEHOLDER,
+    Condition,
+    Ref,
+    malformed_references,
+    malformed_references_in,
+    references,
+    references_in,
+    render,
+    to_text,
+)
+from .spec import (
+    Pipeline,
+    PipelineError,
+    Scalar,
+    Task,
+    allowed_signers_problems,
+    read_pipeline,
+)
 
 #: Names a teardown command always receives (wf's forensic variables).
 TEARDOWN_BUILTINS = ("failed_task", "error_message", "failed_dag")
@@ -24,8 +43,9 @@ TEARDOWN_BUILTINS = ("failed_task", "error_message", "failed_dag")
 BACKEND_BUILTINS = ("ik_pipeline", "ik_task", "ik_environment")
 _CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?|[A-Za-z]{3}(-[A-Za-z]{3})?)(/\d+)?$")
 _CRON_ALIASES = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
-_OUTPUT_DECL = re.compile(r'^\s*output\s+"([^"]+)"', re.MULTILINE)
-_VARIABLE_DECL = re.compile(r'^\s*variable\s+"([^"]+)"\s*\{', re.MULTILINE)
+_OUTPUT_DECL = re.compile(r'^\s*output\s+(?:"([^"]+)"|([A-Za-z_][\w-]*))\s*\{', re.MULTILINE)
+_VARIABLE_DECL = re.compile(r'^\s*variable\s+(?:"([^"]+)"|([A-Za-z_][\w-]*))\s*\{',
+                            re.MULTILINE)
 
 
 def is_valid_cron(expression: str) -> bool:
@@ -82,23 +102,37 @@ class PipelineGraph:
 
     # -- structure --------------------------------------------------------------------
 
+    # Everything below is linear in the graph's size (nodes + edges), never in its
+    # transitive closure: a 10,000-resource chain must load as fast as 10,000 lone resources.
+
     @cached_property
     def order(self) -> list[str]:
-        """Topological order, stable with respect to file order."""
+        """Topological order, stable with respect to file order (iterative: no recursion
+        limit on long chains)."""
         done: list[str] = []
         seen: set[str] = set()
-
-        def visit(name: str) -> None:
-            if name in seen:
-                return
-            seen.add(name)
-            for dep in self.nodes[name].deps:
-                visit(dep)
-            done.append(name)
-
-        for name in self.nodes:
-            visit(name)
+        for root in self.nodes:
+            if root in seen:
+                continue
+            seen.add(root)
+            stack: list[tuple[str, int]] = [(root, 0)]
+            while stack:
+                name, index = stack.pop()
+                deps = self.nodes[name].deps
+                while index < len(deps) and deps[index] in seen:
+                    index += 1
+                if index < len(deps):
+                    stack.append((name, index + 1))
+                    seen.add(deps[index])
+                    stack.append((deps[index], 0))
+                else:
+                    done.append(name)
         return done
+
+    @cached_property
+    def rank(self) -> dict[str, int]:
+        """Position of each node in `order`."""
+        return {n: i for i, n in enumerate(self.order)}
 
     @cached_property
     def children(self) -> dict[str, list[str]]:
@@ -108,49 +142,122 @@ class PipelineGraph:
                 result[dep].append(name)
         return result
 
+    @cached_property
+    def _by_task(self) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {}
+        for node in self.nodes.values():
+            result.setdefault(node.task_name, []).append(node.name)
+        return result
+
     def ancestors(self, name: str) -> list[str]:
         """All ancestors, nearest first (breadth-first), each once."""
+        return self._walk(name, lambda n: self.nodes[n].deps)
+
+    def descendants(self, name: str) -> list[str]:
+        """All descendants, nearest first (breadth-first), each once."""
+        return self._walk(name, lambda n: self.children[n])
+
+    @staticmethod
+    def _walk(name: str, step) -> list[str]:
         result: list[str] = []
-        frontier = list(self.nodes[name].deps)
+        seen: set[str] = set()
+        frontier = list(step(name))
         while frontier:
             nxt: list[str] = []
-            for dep in frontier:
-                if dep not in result:
-                    result.append(dep)
-                    nxt.extend(self.nodes[dep].deps)
+            for other in frontier:
+                if other not in seen:
+                    seen.add(other)
+                    result.append(other)
+                    nxt.extend(step(other))
             frontier = nxt
         return result
 
-    def descendants(self, name: str) -> list[str]:
+    def is_upstream(self, ancestor: str, name: str) -> bool:
+        """Whether `ancestor` is a (transitive) dependency of `name`. A direct dependency
+        answers at once; otherwise the ancestor set of `name` is built once and kept, so
+        validation pays for closures only where a reference skips a generation."""
+        if ancestor in self.nodes[name].deps:
+            return True
+        cache = self.__dict__.setdefault("_ancestor_sets", {})
+        if name not in cache:
+            cache[name] = frozenset(self.ancestors(name))
+        return ancestor in cache[name]
+
+    def nearest_upstream(self, name: str, members: frozenset[str]) -> list[str]:
+        """Nearest ancestors of `name` that are in `members`, looking through the others:
+        the direct edges of a job built over `members` only (plan, destroy)."""
+        cache = self.__dict__.setdefault("_nearest", {}).setdefault(members, {})
+        for current in self._postorder_of(name, cache):
+            found: list[str] = []
+            for dep in self.nodes[current].deps:
+                for parent in ([dep] if dep in members else cache[dep]):
+                    if parent not in found:
+                        found.append(parent)
+            cache[current] = found
+        return cache[name]
+
+    def _postorder_of(self, name: str, cache: dict[str, list[str]]) -> list[str]:
+        """`name` and its ancestors not yet in `cache`, dependencies first."""
         result: list[str] = []
-        frontier = list(self.children[name])
-        while frontier:
-            nxt: list[str] = []
-            for child in frontier:
-                if child not in result:
-                    result.append(child)
-                    nxt.extend(self.children[child])
-            frontier = nxt
+        seen = {name}
+        stack: list[tuple[str, int]] = [(name, 0)]
+        while stack:
+            current, index = stack.pop()
+            deps = self.nodes[current].deps
+            while index < len(deps) and (deps[index] in seen or deps[index] in cache):
+                index += 1
+            if index < len(deps):
+                stack.append((current, index + 1))
+                seen.add(deps[index])
+                stack.append((deps[index], 0))
+            elif current not in cache:
+                result.append(current)
         return result
+
+    def nearest_downstream(self, name: str, members: frozenset[str]) -> list[str]:
+        """Nearest descendants of `name` in `members` (the inverse of `nearest_upstream`)."""
+        key = ("down", members)
+        cache = self.__dict__.setdefault("_nearest", {})
+        if key not in cache:
+            inverse: dict[str, list[str]] = {n: [] for n in self.nodes}
+            for member in self.order:
+                if member in members:
+                    for parent in self.nearest_upstream(member, members):
+                        inverse[parent].append(member)
+            cache[key] = inverse
+        return cache[key][name]
+
+    @cached_property
+    def lifecycle_members(self) -> frozenset[str]:
+        """Nodes with a lifecycle record: resources and abstract tasks."""
+        return frozenset(n for n, node in self.nodes.items()
+                         if node.kind in ("resource", "abstract"))
 
     def resource_parents(self, name: str) -> list[str]:
         """Nearest resource (or abstract) ancestors: the record's parents in the lifecycle."""
-        found: list[str] = []
-        for dep in self.nodes[name].deps:
-            if self.nodes[dep].kind in ("resource", "abstract"):
-                found.append(dep)
-            else:
-                found.extend(p for p in self.resource_parents(dep) if p not in found)
-        return found
+        return list(self.nearest_upstream(name, self.lifecycle_members))
 
     def resource_children(self, name: str) -> list[str]:
-        return [n for n in self.order if name in self.resource_parents(n)]
+        """Nodes whose record has `name` among its parents, in topological order."""
+        key = ("children", self.lifecycle_members)
+        cache = self.__dict__.setdefault("_nearest", {})
+        if key not in cache:
+            inverse: dict[str, list[str]] = {n: [] for n in self.nodes}
+            for node in self.order:
+                for parent in self.resource_parents(node):
+                    inverse[parent].append(node)
+            cache[key] = inverse
+        return list(cache[key][name])
 
     @property
     def resources(self) -> list[str]:
-        return [n for n in self.order if self.nodes[n].kind == "resource"]
+        return list(self._resources)
 
-    @property
+    @cached_property
+    def _resources(self) -> tuple[str, ...]:
+        return tuple(n for n in self.order if self.nodes[n].kind == "resource")
+
+    @cached_property
     def width(self) -> int:
         """Largest number of tasks that can run at once (longest-path layering)."""
         level: dict[str, int] = {}
@@ -183,14 +290,13 @@ class PipelineGraph:
             targets = [n for t in spec for n in self.expand(t)]
         if provisioned is not None:
             targets = [t for t in targets if t in provisioned]
-        rank = {n: i for i, n in enumerate(self.order)}
-        return sorted(set(targets), key=lambda n: rank[n], reverse=True)
+        return sorted(set(targets), key=lambda n: self.rank[n], reverse=True)
 
     def expand(self, target: str) -> list[str]:
         """A task name (all matrix nodes) or a node name -> node names."""
         if target in self.nodes:
             return [target]
-        return [n.name for n in self.nodes.values() if n.task_name == target]
+        return list(self._by_task.get(target, ()))
 
     # -- identity ---------------------------------------------------------------------
 
@@ -198,7 +304,11 @@ class PipelineGraph:
         module = self.nodes[name].task.module
         if module is None or is_remote_module(module):
             return None
-        return (self.pipeline.source_dir / module).resolve()
+        # resolved once per module path and graph: thousands of tasks share a few modules
+        cache = self.__dict__.setdefault("_module_dirs", {})
+        if module not in cache:
+            cache[module] = (self.pipeline.source_dir / module).resolve()
+        return cache[module]
 
     def module_hash(self, name: str) -> str:
         directory = self.module_dir(name)
@@ -208,11 +318,27 @@ class PipelineGraph:
         return directory_hash(directory)
 
     def code_version(self, name: str) -> str:
+        """The asset's code version. Hashed once per module directory and graph (many
+        resources share one module); `module_hash`, which fingerprints use at run time,
+        always reads the directory afresh."""
         node = self.nodes[name]
         if node.kind == "resource":
-            return self.module_hash(name)
+            cache = self.__dict__.setdefault("_code_versions", {})
+            key = self.module_dir(name) or name
+            if key not in cache:
+                cache[key] = self.module_hash(name)
+            return cache[key]
         payload = repr((node.task.cmd, node.task.variables, node.matrix_values)).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
+
+    def declarations(self, name: str) -> tuple[set[str], set[str]] | None:
+        """`checkable_declarations` of the node's module, read once per directory and
+        graph (validation asks for every task; an estate shares a few modules)."""
+        directory = self.module_dir(name)
+        cache = self.__dict__.setdefault("_declarations", {})
+        if directory not in cache:
+            cache[directory] = checkable_declarations(directory)
+        return cache[directory]
 
     # -- drawing ----------------------------------------------------------------------
 
@@ -319,13 +445,13 @@ def directory_hash(directory: Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(directory.rglob("*")):
         rel = file.relative_to(directory)
-        if not file.is_file() or _ignored(rel):
+        if not file.is_file() or is_ignored_module_file(rel):
             continue
         digest.update(str(rel).encode() + b"\0" + file.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def _ignored(rel: Path) -> bool:
+def is_ignored_module_file(rel: Path) -> bool:
     return rel.parts[0] == ".terraform" or rel.name.startswith("terraform.tfstate") or (
         rel.suffix in (".tfplan",) or rel.name == ".terraform.lock.hcl"
     )
@@ -337,9 +463,17 @@ def module_declarations(directory: Path) -> tuple[set[str], set[str]]:
     outputs: set[str] = set()
     for file in directory.glob("*.tf"):
         text = file.read_text(encoding="utf-8", errors="replace")
-        variables.update(_VARIABLE_DECL.findall(text))
-        outputs.update(_OUTPUT_DECL.findall(text))
+        variables.update(a or b for a, b in _VARIABLE_DECL.findall(text))
+        outputs.update(a or b for a, b in _OUTPUT_DECL.findall(text))
     return variables, outputs
+
+
+def checkable_declarations(directory: Path | None) -> tuple[set[str], set[str]] | None:
+    """`module_declarations` when they are complete: None for a remote or missing module, or
+    one with `.tf.json` files (not read here), so no check guesses from half the picture."""
+    if directory is None or not directory.is_dir() or any(directory.glob("*.tf.json")):
+        return None
+    return module_declarations(directory)
 
 
 # ---------------------------------------------------------------------------------------
@@ -365,8 +499,12 @@ def build_graph(pipeline: Pipeline) -> PipelineGraph:
     graph = PipelineGraph(pipeline)
     task_names = set(pipeline.tasks)
 
+    if not pipeline.tasks:
+        problems.append("no tasks: a pipeline needs at least one [tasks.NAME] table")
+    module_dirs: dict[str, tuple[Path, str]] = {}  # thousands of tasks share a few modules
     for name, task in pipeline.tasks.items():
-        problems.extend(_task_shape_problems(pipeline, name, task))
+        problems.extend(_task_shape_problems(pipeline, name, task, module_dirs))
+    problems.extend(_template_problems(pipeline))
     if pipeline.drift_schedule is not None and not is_valid_cron(pipeline.drift_schedule):
         problems.append(f"drift_schedule: {pipeline.drift_schedule!r} is not a cron expression")
     for trigger in pipeline.triggers:
@@ -380,6 +518,9 @@ def build_graph(pipeline: Pipeline) -> PipelineGraph:
     if gated_tasks and not pipeline.owners:
         problems.append(f"approval flow is on (for {', '.join(sorted(gated_tasks))}) but "
                         "`owners` is empty: name who may approve, e.g. owners = [\"alice\"]")
+    if pipeline.approvers_file is not None:
+        problems.extend(allowed_signers_problems(pipeline.approvers_file, pipeline.approvers))
+    problems.extend(local_state_problems(pipeline))  # INFRAKITCHEN_EXECUTOR=celery
 
     # Expand nodes (matrix) first so that dependencies may name single combinations.
     expanded: dict[str, list[tuple[str, tuple[tuple[str, Scalar], ...]]]] = {
@@ -415,9 +556,13 @@ def build_graph(pipeline: Pipeline) -> PipelineGraph:
 
     if pipeline.on_failure and pipeline.on_failure not in task_names:
         problems.append(_unknown("on_failure", pipeline.on_failure, task_names))
+    elif pipeline.on_failure and pipeline.tasks[pipeline.on_failure].kind != "teardown":
+        problems.append(_not_teardown("on_failure", pipeline.on_failure))
     for name, task in pipeline.tasks.items():
         if task.on_failure and task.on_failure not in task_names:
             problems.append(_unknown(f"task {name!r}: on_failure", task.on_failure, task_names))
+        elif task.on_failure and pipeline.tasks[task.on_failure].kind != "teardown":
+            problems.append(_not_teardown(f"task {name!r}: on_failure", task.on_failure))
         if isinstance(task.destroy, list):
             for target in task.destroy:
                 if target not in task_names and target not in node_names:
@@ -445,6 +590,8 @@ def build_graph(pipeline: Pipeline) -> PipelineGraph:
                 )
             registered[var] = node.name
 
+    problems.extend(_register_problems(graph))
+    problems.extend(_module_variable_problems(graph))
     problems.extend(_reference_problems(graph, registered))
     if problems:
         raise PipelineError(pipeline.path, problems)
@@ -452,14 +599,136 @@ def build_graph(pipeline: Pipeline) -> PipelineGraph:
 
 
 def _unknown(where: str, target: str, known: set[str]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(target, sorted(known), n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"{where} names unknown task {target!r}{hint}"
 
 
-def _task_shape_problems(pipeline: Pipeline, name: str, task: Task) -> list[str]:
+def _not_teardown(where: str, target: str) -> str:
+    return (f"{where} names {target!r}, which is not a teardown task "
+            '(give it type = "forensic")')
+
+
+def is_external_module(module: str) -> bool:
+    """A local module path that is absolute or climbs out of the pipeline's directory
+    (`..`): such a pipeline runs code from wherever its path points, so it must say so with
+    `allow_external_modules = true`."""
+    if is_remote_module(module):
+        return False
+    path = Path(module).expanduser()
+    if path.is_absolute():
+        return True
+    parts: list[str] = []
+    for part in path.parts:
+        if part == "..":
+            if not parts:
+                return True
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return False
+
+
+def _template_problems(pipeline: Pipeline) -> list[str]:
+    """Every text that is rendered must hold only well-formed references."""
+    problems: list[str] = []
+
+    def check(where: str, value: object) -> None:
+        problems.extend(f"{where}: {p}" for p in malformed_references_in(value))
+
+    for name, task in pipeline.tasks.items():
+        where = f"task {name!r}"
+        check(f"{where}: cmd", task.cmd)
+        check(f"{where}: variables", task.variables)
+        check(f"{where}: env", task.env)
+        check(f"{where}: working_dir", task.working_dir)
+        check(f"{where}: register", task.registers)
+        for dep in (*task.dependency_configs, *task.dependency_tags):
+            check(f"{where}: {dep.name}", dep.value)
+        if task.backend:
+            check(f"{where}: backend", task.backend.config)
+    for name, integration in pipeline.integrations.items():
+        plain = [v for v in integration.env.values() if isinstance(v, str)]
+        check(f"integration {name!r}: env", plain)
+    check("backend.config", pipeline.backend.config)
+    return problems
+
+
+def _register_problems(graph: PipelineGraph) -> list[str]:
+    """Registered names must be referenceable, and a resource can only register an output
+    its module declares (else the name is silently never set)."""
+    problems: list[str] = []
+    pipeline = graph.pipeline
+    name_re = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+    reported: set[tuple[str, str]] = set()
+    for node in graph.nodes.values():
+        task = node.task
+        where = f"task {node.task_name!r}"
+        for template in task.registers:
+            for ref in references(template):
+                if ref.attr is not None or ref.name not in node.matrix:
+                    key = (node.task_name, str(ref))
+                    if key not in reported:
+                        reported.add(key)
+                        problems.append(f"{where}: register uses {ref}, but only matrix keys "
+                                        "of the task can be used in a register name")
+        for var in node.registers:
+            if PLACEHOLDER.search(var) or malformed_references(var):
+                continue  # reported above or by _template_problems
+            if not name_re.fullmatch(var):
+                problems.append(f"{where}: register name {var!r} cannot be referenced as "
+                                "{{.NAME}} (use letters, digits, _ and -)")
+                continue
+            if var in pipeline.vars:
+                problems.append(f"{where}: register {var!r} has the name of a [vars] entry "
+                                "(the var would always win); rename one of them")
+                continue
+            declarations = graph.declarations(node.name) if node.kind == "resource" else None
+            if declarations is None:
+                continue
+            outputs = declarations[1]
+            if var not in outputs and (node.task_name, var) not in reported:
+                reported.add((node.task_name, var))
+                declared = ", ".join(sorted(outputs)) or "none"
+                problems.append(f"{where}: register names output {var!r}, which module "
+                                f"{task.module!r} does not declare (outputs: {declared})")
+    return problems
+
+
+def _module_variable_problems(graph: PipelineGraph) -> list[str]:
+    """A `variables` key the module does not declare is a typo tofu would only warn about
+    (the module then silently runs with its default)."""
+    problems: list[str] = []
+    for name, task in graph.pipeline.tasks.items():
+        if task.kind != "resource" or not task.variables:
+            continue
+        declarations = graph.declarations(graph.expand(name)[0])
+        if declarations is None:
+            continue
+        declared = declarations[0]
+        for key in task.variables:
+            if key not in declared:
+                close = difflib.get_close_matches(key, sorted(declared), n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"task {name!r}: variables sets {key!r}, which module "
+                                f"{task.module!r} does not declare{hint}")
+    return problems
+
+
+def _module_directory(pipeline: Pipeline, module: str,
+                      seen: dict[str, tuple[Path, str]]) -> tuple[Path, str]:
+    """(resolved directory, "missing" | "empty" | "ok") of a local module, once per path."""
+    if module not in seen:
+        directory = (pipeline.source_dir / module).resolve()
+        state = ("missing" if not directory.is_dir() else
+                 "ok" if any(directory.glob("*.tf")) or any(directory.glob("*.tf.json"))
+                 else "empty")
+        seen[module] = (directory, state)
+    return seen[module]
+
+
+def _task_shape_problems(pipeline: Pipeline, name: str, task: Task,
+                         module_dirs: dict[str, tuple[Path, str]] | None = None) -> list[str]:
     problems: list[str] = []
     where = f"task {name!r}"
     if task.cmd is not None and task.module is not None:
@@ -477,12 +746,18 @@ def _task_shape_problems(pipeline: Pipeline, name: str, task: Task) -> list[str]
                             "`abstract = true`")
         if task.abstract and (task.cmd is not None or task.module is not None):
             problems.append(f"{where}: an abstract task has neither `cmd` nor `module`")
-    if task.module is not None and not is_remote_module(task.module):
-        directory = (pipeline.source_dir / task.module).resolve()
-        if not directory.is_dir():
+    if (task.module is not None and is_external_module(task.module)
+            and not pipeline.allow_external_modules):
+        problems.append(f"{where}: module {task.module!r} is outside the pipeline's directory "
+                        f"({pipeline.source_dir}); move it under that directory or set "
+                        "allow_external_modules = true")
+    elif task.module is not None and not is_remote_module(task.module):
+        directory, state = _module_directory(pipeline, task.module,
+                                             {} if module_dirs is None else module_dirs)
+        if state == "missing":
             problems.append(f"{where}: module directory {task.module!r} does not exist "
                             f"({directory})")
-        elif not any(directory.glob("*.tf")) and not any(directory.glob("*.tf.json")):
+        elif state == "empty":
             problems.append(f"{where}: module directory {task.module!r} has no .tf files")
     if task.if_ is not None:
         try:
@@ -503,29 +778,48 @@ def _task_shape_problems(pipeline: Pipeline, name: str, task: Task) -> list[str]
 
 
 def _find_cycle(graph: PipelineGraph) -> list[str] | None:
-    """A dependency cycle in `depends_on` direction (`a -> b -> a`), or None."""
-    state: dict[str, int] = {}
-    path: list[str] = []
+    """A dependency cycle in `depends_on` direction (`a -> b -> a`), or None.
 
-    def visit(name: str) -> list[str] | None:
-        state[name] = 1
-        path.append(name)
-        for dep in graph.nodes[name].deps:
+    Depth-first without recursion, so a 10,000-task chain is no problem."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in graph.nodes:
+        if root in state:
+            continue
+        state[root] = 1
+        path: list[str] = [root]
+        stack: list[int] = [0]  # next dependency index of each path entry
+        while path:
+            name, index = path[-1], stack[-1]
+            deps = graph.nodes[name].deps
+            if index == len(deps):
+                state[name] = 2
+                path.pop()
+                stack.pop()
+                continue
+            stack[-1] += 1
+            dep = deps[index]
             if state.get(dep) == 1:
                 return [*path[path.index(dep):], dep]
-            if dep not in state and (found := visit(dep)):
-                return found
-        path.pop()
-        state[name] = 2
-        return None
-
-    for name in graph.nodes:
-        if name not in state and (found := visit(name)):
-            return found
+            if dep not in state:
+                state[dep] = 1
+                path.append(dep)
+                stack.append(0)
     return None
 
 
-def _reference_problems(graph: PipelineGraph, registered: dict[str, str]) -> list[str]:
+def names_from_run_vars(graph: PipelineGraph) -> dict[str, list[str]]:
+    """Names a file without [vars] uses that nothing in it provides -> the tasks using them.
+
+    Such a (plain wf) file takes any name from `--var` at run time, so validation accepts
+    them; a launcher calls this to refuse a run whose `--var`s miss one, before anything runs,
+    instead of failing halfway."""
+    found: dict[str, list[str]] = {}
+    _reference_problems(graph, graph.registered_by(), open_names=found)
+    return found
+
+
+def _reference_problems(graph: PipelineGraph, registered: dict[str, str],
+                        open_names: dict[str, list[str]] | None = None) -> list[str]:
     pipeline = graph.pipeline
     runtime = set(pipeline.vars)
     for overrides in pipeline.environments.values():
@@ -535,14 +829,11 @@ def _reference_problems(graph: PipelineGraph, registered: dict[str, str]) -> lis
 
     def outputs_of(node_name: str) -> set[str] | None:
         if node_name not in outputs_cache:
-            directory = graph.module_dir(node_name)
-            outputs_cache[node_name] = (
-                module_declarations(directory)[1] if directory and directory.is_dir() else None
-            )
+            declarations = graph.declarations(node_name)
+            outputs_cache[node_name] = declarations[1] if declarations else None
         return outputs_cache[node_name]
 
     def check(node: Node, field_name: str, refs: list[Ref], extra: set[str]) -> None:
-        ancestors = set(graph.ancestors(node.name)) if node.name in graph.nodes else set()
         for ref in refs:
             if ref.attr is not None:
                 targets = graph.expand(ref.name)
@@ -557,7 +848,8 @@ def _reference_problems(graph: PipelineGraph, registered: dict[str, str]) -> lis
                 if tnode is None or tnode.kind != "resource":
                     problems.append(f"task {node.name!r}: {field_name} uses {ref} but "
                                     f"{ref.name!r} is not a resource task with outputs")
-                elif node.kind != "teardown" and target not in ancestors:
+                elif node.kind != "teardown" and not (
+                        node.name in graph.nodes and graph.is_upstream(target, node.name)):
                     problems.append(f"task {node.name!r}: {field_name} uses {ref} but "
                                     f"{ref.name!r} is not upstream (add it to depends_on)")
                 else:
@@ -568,8 +860,18 @@ def _reference_problems(graph: PipelineGraph, registered: dict[str, str]) -> lis
                 continue
             if ref.name in runtime or ref.name in registered or ref.name in extra:
                 continue
-            if ref.name in node.matrix or not pipeline.vars:
+            if ref.name in TEARDOWN_BUILTINS and node.kind != "teardown":
+                problems.append(f"task {node.name!r}: {field_name} uses {ref}, which only "
+                                'teardown tasks (type = "forensic") receive')
+                continue
+            if ref.name in node.matrix:
+                continue
+            if not pipeline.vars:
                 # A file without [vars] (plain wf) takes any name from `--var` at run time.
+                if open_names is not None:
+                    users = open_names.setdefault(ref.name, [])
+                    if node.task_name not in users:
+                        users.append(node.task_name)
                 continue
             problems.append(
                 f"task {node.name!r}: {field_name} uses {ref}, which no var, register or "

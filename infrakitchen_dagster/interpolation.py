@@ -56,6 +56,46 @@ def references_in(value: Any) -> list[Ref]:
     return []
 
 
+_OPENING = re.compile(r"\{\{\s*\.")
+
+
+def malformed_references(text: str) -> list[str]:
+    """One description per `{{.` that does not form a whole reference.
+
+    Rendering substitutes only well-formed `{{.name}}` / `{{.task.attr}}`; anything else
+    (`{{.X` never closed, `{{.a b}}`, `{{.a.b.c}}`) would reach the shell or tofu as literal
+    text, so validation refuses it instead."""
+    found: list[str] = []
+    for opening in _OPENING.finditer(text):
+        start = opening.start()
+        if PLACEHOLDER.match(text, start):
+            continue
+        close = text.find("}}", start + 2)
+        reopen = text.find("{{", start + 2)
+        if close == -1 or (reopen != -1 and reopen < close):
+            end = reopen if reopen != -1 else len(text)
+            snippet = text[start:end].split("\n", 1)[0].rstrip()
+            snippet = snippet if len(snippet) <= 30 else snippet[:27] + "..."
+            found.append(f"unclosed reference {snippet!r} (no closing '}}}}')")
+        else:
+            snippet = text[start : close + 2]
+            snippet = snippet if len(snippet) <= 40 else snippet[:37] + "..."
+            found.append(f"malformed reference {snippet!r} "
+                         "(expected {{.name}} or {{.task.output}})")
+    return found
+
+
+def malformed_references_in(value: Any) -> list[str]:
+    """`malformed_references` anywhere inside a nested TOML value."""
+    if isinstance(value, str):
+        return malformed_references(value)
+    if isinstance(value, Mapping):
+        return [r for v in value.values() for r in malformed_references_in(v)]
+    if isinstance(value, list | tuple):
+        return [r for v in value for r in malformed_references_in(v)]
+    return []
+
+
 Resolver = Callable[[Ref], Any]
 
 

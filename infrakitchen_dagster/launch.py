@@ -21,11 +21,13 @@ from dagster import (
 
 from . import settings
 from .approvals import Approvals
+from .errors import CliError
 from .failures import judge_failed_run, mark_crashed_resources, teardown_ops_config
 from .graph import PipelineGraph
+from .resources import run_config_vars
 from .runtime import TaskRuntime, dependency_payload
 from .store import LifecycleStore
-from .tofu import TofuResource
+from .tofu import TofuSettings
 
 
 @dataclass
@@ -36,8 +38,7 @@ class LaunchResult:
 
 def instance() -> DagsterInstance:
     if not os.environ.get("DAGSTER_HOME"):
-        home = settings.home() / "dagster"
-        home.mkdir(parents=True, exist_ok=True)
+        home = settings.private_dir(settings.home() / "dagster")
         os.environ["DAGSTER_HOME"] = str(home)
         print(f"DAGSTER_HOME is not set; using {home}", file=sys.stderr)
     return DagsterInstance.get()
@@ -60,8 +61,11 @@ def _run_tags(graph: PipelineGraph, environment: str, actor: str) -> dict[str, s
 
 def _run_config(runtime_vars: dict[str, str], force: bool, verbose: bool,
                 ops: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run config without a single runtime var value in it (it is stored and shown in
+    plain text): the values go encrypted into the store, the config names them."""
+    resource = {**run_config_vars(runtime_vars), "force": force}
     config: dict[str, Any] = {
-        "resources": {"infrakitchen": {"config": {"vars": runtime_vars, "force": force}}},
+        "resources": {"infrakitchen": {"config": resource}},
         "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}},
     }
     if ops:
@@ -106,7 +110,7 @@ def _handle_failure(graph: PipelineGraph, inst: DagsterInstance, run, environmen
                     runtime_vars: dict[str, str], actor: str) -> None:
     """SPEC 3.4: `ik run` runs the global teardown itself as soon as its run failed."""
     store = LifecycleStore()
-    mark_crashed_resources(store, run, graph, actor)
+    mark_crashed_resources(store, run, graph, actor, TofuSettings())
     teardown = graph.pipeline.on_failure
     if not teardown:
         return
@@ -151,11 +155,9 @@ def destroy_resources(graph: PipelineGraph, environment: str, task: str | None, 
 
     Returns the dependency error payload when refused, None when done.
     """
-    from .cli import CliError
-
     if task is not None:
         runtime = TaskRuntime(graph=graph, environment=environment, store=LifecycleStore(),
-                              tofu=TofuResource(), actor=actor)
+                              tofu=TofuSettings(), actor=actor)
         blocking = [b for n in graph.expand(task) for b in runtime.blocking_children(n)]
         if blocking:
             store = runtime.store

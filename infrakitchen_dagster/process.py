@@ -15,6 +15,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -95,6 +96,51 @@ def _die_with_parent() -> None:
         pass
 
 
+#: Watches one process group from outside it. Reads its stdin until EOF: "done" means the
+#: owner saw the group finish; anything else (EOF without it) means the owner died, so the
+#: whole group (tofu, provider plugins, `local-exec` children) is interrupted, then killed.
+_GUARDIAN = """
+import os, signal, sys, time
+pgid, grace = int(sys.argv[1]), float(sys.argv[2])
+if sys.stdin.buffer.read().endswith(b"done"):
+    sys.exit(0)
+def alive():
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+for sig in (signal.SIGINT, signal.SIGKILL):
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        sys.exit(0)
+    deadline = time.monotonic() + grace
+    while sig == signal.SIGINT and alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+"""
+
+
+def _start_guardian(pgid: int, grace: float) -> subprocess.Popen:
+    """A process outside both our group and the child's that stops the child's group if we
+    die: PDEATHSIG reaches tofu only, and tofu's children would outlive us. Started with
+    `-I -S` so it costs a bare interpreter start."""
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _GUARDIAN, str(pgid), str(grace)],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+
+
+def _release_guardian(guardian: subprocess.Popen) -> None:
+    assert guardian.stdin is not None
+    with contextlib.suppress(OSError):
+        guardian.stdin.write(b"done")
+        guardian.stdin.close()
+    guardian.wait()
+
+
 def reap_processes_in(directory: Path) -> list[int]:
     """SIGKILL every process whose working directory is `directory` (or below it).
 
@@ -159,14 +205,21 @@ def run_streaming(
     secrets: Iterable[str] = (),
     timeout: float | None = None,
     grace: float = 10.0,
+    umask: int | None = None,
 ) -> ProcessResult:
-    """Run `argv` (never through a shell), streaming masked lines to `on_line`."""
+    """Run `argv` (never through a shell), streaming masked lines to `on_line`.
+
+    `umask` (e.g. 0o077) applies to the child only: files it creates (tofu's state, plan
+    and lock files) are then private from their first byte.
+    """
     secret_list = [s for s in secrets if s]
     started = time.monotonic()
     proc = subprocess.Popen(
         list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+        umask=-1 if umask is None else umask,
     )
+    guardian = _start_guardian(proc.pid, grace)
     lines_q: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
@@ -209,6 +262,7 @@ def run_streaming(
     finally:
         if proc.poll() is None:  # interrupted (run terminated, exception): leave nothing
             stop_process_tree(proc, grace)
+        _release_guardian(guardian)
         if proc.stdout:
             proc.stdout.close()
     result.duration = time.monotonic() - started

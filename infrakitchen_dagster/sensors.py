@@ -31,12 +31,17 @@ from .failures import (
     PIPELINE_TAG,
     judge_failed_run,
     mark_crashed_resources,
+    report_dead_run,
     teardown_ops_config,
 )
 from .graph import PipelineGraph
+from .resources import InfraKitchenResource, TofuResource, run_config_vars
+from .runtime.healing import heal
 from .store import LifecycleStore
+from .store.leases import Leases
 
 RUN_FAILURE_SENSOR = "infrakitchen_run_failures"
+HEALING_SENSOR = "infrakitchen_healing"
 APPROVALS_SENSOR = "infrakitchen_approvals"
 #: an approved request not launched, or launched without a run, this long is looked at again
 STRANDED_AFTER_SECONDS = 120
@@ -51,7 +56,7 @@ def approval_run_request(graph: PipelineGraph, request: ApprovalRequest,
             "infrakitchen/approved_by": request.decided_by or ""}
     partition = request.environment if graph.pipeline.environments else None
     # the request's runtime vars, so that the run resolves the very values it planned with
-    config = {"vars": {k: str(v) for k, v in request.runtime_vars.items()}}
+    config = run_config_vars(request.runtime_vars)  # a reference: no value in run config
     if request.operation == "destroy":
         return RunRequest(
             run_key=str(request.id), job_name=f"{prefix}__destroy", partition_key=partition,
@@ -133,15 +138,16 @@ def build_run_failure_sensor(graphs: Mapping[str, PipelineGraph], jobs: list
     @run_failure_sensor(name=RUN_FAILURE_SENSOR, monitor_all_code_locations=False,
                         request_jobs=jobs, default_status=DefaultSensorStatus.RUNNING,
                         minimum_interval_seconds=10)
-    def _sensor(context: RunFailureSensorContext):
+    def _sensor(context: RunFailureSensorContext, tofu: TofuResource,
+                infrakitchen: InfraKitchenResource):
         run = context.dagster_run
         graph = graphs.get(run.tags.get(PIPELINE_TAG) or "")
         job = run.tags.get("infrakitchen/job")
         if graph is None or job not in ("provision", "destroy", None):
             return SkipReason(f"run {run.run_id} is not a provision or destroy run of a "
                               "known pipeline")
-        store = LifecycleStore()
-        marked = mark_crashed_resources(store, run, graph, "run-failure-sensor")
+        store = infrakitchen.store()
+        marked = mark_crashed_resources(store, run, graph, "run-failure-sensor", tofu)
         if marked:
             context.log.info(f"marked error after run {run.run_id} died: {', '.join(marked)}")
         fail_launched_request(store, run.tags.get(REQUEST_TAG), run.run_id)
@@ -155,6 +161,41 @@ def build_run_failure_sensor(graphs: Mapping[str, PipelineGraph], jobs: list
         environment = run.tags.get("dagster/partition", "default")
         return teardown_run_request(graph, run.run_id, environment, verdict.failed_task,
                                     verdict.error_message)
+
+    return _sensor
+
+
+def build_healing_sensor(graphs: Mapping[str, PipelineGraph]) -> SensorDefinition:
+    """Heals records whose lease holder died (killed `ik run`, lost worker or machine).
+
+    Marks them `error`, stops what the dead process left running, releases its stale state
+    lock and marks its Dagster run failed; the run-failure sensor then applies SPEC 3.4
+    (the request it carried fails, the global teardown runs where it must).
+    """
+
+    @sensor(name=HEALING_SENSOR, minimum_interval_seconds=15,
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Marks records left in progress by dead runs as error, without a "
+                        "person")
+    def _sensor(context: SensorEvaluationContext, tofu: TofuResource,
+                infrakitchen: InfraKitchenResource) -> SkipReason:
+        store = infrakitchen.store()
+        healed = []
+        for record in Leases(store).abandoned():
+            graph = graphs.get(record.pipeline)
+            if graph is None:
+                continue
+            node = graph.nodes.get(record.task)
+            directory = tofu.working_dir(record.pipeline, record.environment,
+                                         node.asset_name if node else record.task)
+            heal(store, record, directory, actor=HEALING_SENSOR, run_id=None,
+                 report_dead_run=lambda run_id, reason: report_dead_run(
+                     context.instance, run_id, reason))
+            healed.append(f"{record.pipeline}/{record.task} ({record.environment})")
+        if healed:
+            context.log.info(f"healed records of dead runs: {', '.join(healed)}")
+        return SkipReason(f"healed {len(healed)} record(s)" if healed
+                          else "no record held by a dead run")
 
     return _sensor
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 
@@ -32,7 +33,56 @@ def default_tofu_binary() -> str:
 
 
 def plans_dir() -> Path:
-    """Saved plans awaiting approval (they hold variable values: kept owner-only)."""
-    path = home() / "plans"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Private copies of saved plans, made just before an apply (they hold variable
+    values); the plans themselves live encrypted in the store."""
+    return private_dir(home() / "plans")
+
+
+def private_home() -> Path:
+    """The home, owner-only: it holds the key file, the store, state and tfvars."""
+    return private_dir(home())
+
+
+def private_dir(path: Path, *, ours: bool = True) -> Path:
+    """`path` and every directory created on the way to it, mode 0700.
+
+    `mkdir(parents=True)` gives the parents default modes, and `mode` is masked by the
+    umask, so each missing component is made and chmodded here. An existing `path` is
+    made 0700 too when it is one of ours (`ours`: a directory of an older version);
+    existing parents are never touched, they may be anyone's.
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(directory, 0o700)
+    if ours and path.is_dir() and (path.stat().st_mode & 0o777) != 0o700 and _owned(path):
+        os.chmod(path, 0o700)
     return path
+
+
+def _owned(path: Path) -> bool:
+    return path.stat().st_uid == os.getuid()
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write `path` atomically, mode 0600 from the first byte (never readable by others,
+    not even for a moment, as write-then-chmod would be)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

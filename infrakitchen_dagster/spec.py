@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeInt,
+    StrictBool,
     ValidationError,
     field_validator,
 )
@@ -61,9 +62,16 @@ def parse_duration(text: str) -> float:
 
 
 def _duration(value: Any) -> float | None:
+    """A duration key: absent, or strictly positive (a zero timeout would kill every attempt
+    at once, a zero retry delay hammers what just failed)."""
     if value is None:
         return None
-    return parse_duration(value)
+    if isinstance(value, str) and value.strip().startswith("-"):
+        raise ValueError(f"duration {value!r} is negative; it must be greater than zero")
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"duration {value!r} must be greater than zero")
+    return seconds
 
 
 Duration = Annotated[float | None, BeforeValidator(_duration)]
@@ -207,6 +215,12 @@ class Pipeline(_Strict):
     integrations: dict[str, Integration] = Field(default_factory=dict)
     tasks: dict[str, Task] = Field(default_factory=dict)
     triggers: list[Trigger] = Field(default_factory=list)
+    #: OpenSSH allowed_signers file (relative to this TOML) naming who may sign approvals.
+    approvers: str | None = None
+    #: Whether the user who started a run may approve its own gate.
+    allow_self_approval: StrictBool = False
+    #: Whether `module` may point outside the directory holding this TOML file.
+    allow_external_modules: StrictBool = False
     path: str = Field(default="", exclude=True)
 
     @field_validator("name")
@@ -237,6 +251,13 @@ class Pipeline(_Strict):
         return Path(self.path).resolve().parent if self.path else Path.cwd()
 
     @property
+    def approvers_file(self) -> Path | None:
+        """Absolute path of the `approvers` allowed_signers file (None when not set)."""
+        if self.approvers is None:
+            return None
+        return (self.source_dir / self.approvers).resolve()
+
+    @property
     def environment_names(self) -> list[str]:
         return list(self.environments) or ["default"]
 
@@ -259,6 +280,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     i = 0
     while i < len(loc) and model is not None:
         key = loc[i]
+        if isinstance(key, str) and _LOC_TAG.match(key) and i < len(loc) - 1:
+            i += 1
+            continue
         if model is Pipeline and key == "tasks":
             model, i = Task, i + 2
             continue
@@ -267,6 +291,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
             continue
         if model is Pipeline and key == "triggers":
             model, i = Trigger, i + 2
+            continue
+        if model is Integration and key == "env":
+            model, i = FromEnv, i + 2
             continue
         if key in ("backend",):
             model, i = Backend, i + 1
@@ -280,14 +307,21 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
+#: Pydantic's union-branch and validator tags in an error location (not TOML keys; matched
+#: whole, so keys such as `integrations` or `interval` are kept).
+_LOC_TAG = re.compile(
+    r"^(?:str|int|float|bool|none|strict-[a-z]+|function-[a-z]+(?:\[.*\])?"
+    r"|(?:literal|list|dict|union|tuple|nullable|default)\[.*\]"
+    r"|FromEnv)$"
+)
+
+
 def _format_loc(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("function-after", "function-before") or str(item).startswith(
-            ("literal[", "list[", "str", "int", "float", "bool", "function")
-        ):
+        elif _LOC_TAG.match(str(item)):
             continue
         else:
             parts.append(("." if parts else "") + str(item))
@@ -321,6 +355,13 @@ def _errors_of(exc: ValidationError) -> list[str]:
         key = _format_loc(tuple(error["loc"]))
         if key not in by_loc or error["type"] in ("value_error", "extra_forbidden"):
             by_loc[key] = error
+    # A typo inside a table of a `str | Model` union (`{ from_en = "X" }`) is one mistake:
+    # keep the unknown key, drop the other branch's type error and the missing keys beside it.
+    typo_parents = {key.rsplit(".", 1)[0] for key, error in by_loc.items()
+                    if error["type"] == "extra_forbidden" and "." in key}
+    by_loc = {key: error for key, error in by_loc.items()
+              if not (key in typo_parents and error["type"] != "extra_forbidden")
+              and not (error["type"] == "missing" and key.rsplit(".", 1)[0] in typo_parents)}
     for error in by_loc.values():
         line = _describe(error)
         if line not in seen:
@@ -334,6 +375,9 @@ def parse_pipeline(text: str, path: Path | str = "<string>") -> Pipeline:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(path, [f"TOML syntax error: {exc}"]) from None
+    if not data:
+        raise PipelineError(path, [
+            "empty file: not a pipeline (it needs at least one [tasks.NAME] table)"])
     data.setdefault("name", Path(str(path)).stem)
     try:
         return Pipeline.model_validate({**data, "path": str(path)})
@@ -342,9 +386,72 @@ def parse_pipeline(text: str, path: Path | str = "<string>") -> Pipeline:
 
 
 def read_pipeline(path: Path | str) -> Pipeline:
+    """Read a pipeline file; a directory, a binary or a non-UTF-8 file is one clear line."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        data = file.read_bytes()
+    except IsADirectoryError:
+        raise PipelineError(path, ["is a directory, not a pipeline TOML file"]) from None
     except OSError as exc:
         raise PipelineError(path, [f"cannot read file: {exc.strerror}"]) from None
-    return parse_pipeline(text, file)
+    if b"\0" in data:
+        raise PipelineError(path, ["binary file (contains NUL bytes), not a pipeline TOML file"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PipelineError(path, [
+            f"not UTF-8 text (invalid byte 0x{data[exc.start]:02x} on line {line}); "
+            "a pipeline file must be UTF-8 TOML"]) from None
+    return parse_pipeline(text.removeprefix("\ufeff"), file)  # editors may add a BOM
+
+
+# ---------------------------------------------------------------------------------------
+# The approvers file (OpenSSH allowed_signers)
+
+_KEY_TYPE = re.compile(r"^(?:ssh-[a-z0-9]+|ecdsa-sha2-[a-z0-9]+|sk-[A-Za-z0-9@.-]+"
+                       r"|[a-z0-9-]+-cert-v01@openssh\.com)$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+def _signer_tokens(line: str) -> list[str]:
+    """Whitespace-split, keeping double-quoted runs (`namespaces="git,file"`) whole."""
+    return re.findall(r'(?:[^\s"]|"[^"]*")+', line)
+
+
+def allowed_signers_problems(file: Path, label: str | None = None) -> list[str]:
+    """One line per problem of an allowed_signers file: missing, unreadable, or a line that
+    lacks `principals [options] keytype base64-key`. A bad approvers file is refused at
+    validation, not discovered when the first approval is checked."""
+    name = label or str(file)
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return [f"approvers file {name!r} does not exist ({file})"]
+    except IsADirectoryError:
+        return [f"approvers file {name!r} is a directory, not an allowed_signers file"]
+    except OSError as exc:
+        return [f"approvers file {name!r} cannot be read: {exc.strerror}"]
+    except UnicodeDecodeError:
+        return [f"approvers file {name!r} is not UTF-8 text"]
+    problems: list[str] = []
+    entries = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        tokens = _signer_tokens(line)
+        kind = next((i for i, t in enumerate(tokens) if _KEY_TYPE.match(t)), None)
+        if kind is None or kind == 0 or kind + 1 >= len(tokens) or not _BASE64.match(
+            tokens[kind + 1]
+        ):
+            problems.append(
+                f"approvers file {name!r} line {number}: expected "
+                "'principals [options] key-type base64-key' (e.g. "
+                "'alice@example.com ssh-ed25519 AAAA...')"
+            )
+            continue
+        entries += 1
+    if not problems and not entries:
+        problems.append(f"approvers file {name!r} names no signer (no key lines)")
+    return problems

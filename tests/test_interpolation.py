@@ -17,6 +17,8 @@ from infrakitchen_dagster.interpolation import (
     InterpolationError,
     Ref,
     env_name,
+    malformed_references,
+    malformed_references_in,
     mask,
     references,
     references_in,
@@ -328,3 +330,42 @@ def test_mask_every_occurrence_and_duplicates():
 ])
 def test_env_name(name, expected):
     assert env_name(name) == expected
+
+
+# ---------------------------------------------------------------------------------------
+# malformed references (refused at validation instead of printed literally)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("echo {{.X", ["unclosed reference '{{.X' (no closing '}}')"]),
+    ("echo {{ .X }", ["unclosed reference '{{ .X }' (no closing '}}')"]),
+    ("echo {{.X and {{.Y}}", ["unclosed reference '{{.X and' (no closing '}}')"]),
+    ("a {{.X\nb", ["unclosed reference '{{.X' (no closing '}}')"]),
+    ("{{.a b}}", ["malformed reference '{{.a b}}' (expected {{.name}} or {{.task.output}})"]),
+    ("{{.net.outputs.id}}",
+     ["malformed reference '{{.net.outputs.id}}' (expected {{.name}} or {{.task.output}})"]),
+    ("{{.}}", ["malformed reference '{{.}}' (expected {{.name}} or {{.task.output}})"]),
+])
+def test_malformed_references_are_found(text, expected):
+    assert malformed_references(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "echo {{.X}} {{ .Y }} {{.net.id}} {{.list[0]}}",
+    "docker ps --format '{{json .}}'",  # not a `{{.` reference: left alone
+    "plain text with } and {{ braces }}",
+    "",
+])
+def test_well_formed_text_has_no_malformed_references(text):
+    assert malformed_references(text) == []
+
+
+def test_malformed_references_in_nested_values():
+    value = {"a": ["ok {{.x}}", {"b": "bad {{.y"}], "c": 3, "d": True}
+    assert malformed_references_in(value) == ["unclosed reference '{{.y' (no closing '}}')"]
+    assert malformed_references_in(7) == []
+
+
+def test_render_leaves_an_unclosed_reference_literal():
+    """Why validation must refuse it: rendering cannot tell it from text."""
+    assert render("echo {{.X", lambda ref: "v") == "echo {{.X"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from infrakitchen_dagster.graph import load_graph
-from infrakitchen_dagster.runtime import TaskFailure, TaskRuntime
+from infrakitchen_dagster.runtime import Resolver, TaskFailure, TaskRuntime
 from infrakitchen_dagster.store import LifecycleStore, State
 from infrakitchen_dagster.store.lifecycle import Action
-from infrakitchen_dagster.tofu import TofuResource
+from infrakitchen_dagster.tofu import TofuSettings
 
 from .conftest import FIXTURES, write_pipeline
 
@@ -22,7 +22,7 @@ STEP = FIXTURES / "modules" / "step"
 def _runtime(tmp_path: Path, text: str) -> TaskRuntime:
     graph = load_graph(write_pipeline(tmp_path / "pipelines", "family", text))
     store = LifecycleStore(f"sqlite:///{tmp_path}/store.db")
-    return TaskRuntime(graph=graph, environment="default", store=store, tofu=TofuResource())
+    return TaskRuntime(graph=graph, environment="default", store=store, tofu=TofuSettings())
 
 
 FAMILY = f"""
@@ -52,8 +52,7 @@ variables = {{ name = "child", value = "own" }}
 
 def _tfvars(runtime: TaskRuntime, task: str) -> dict:
     node = runtime.graph.nodes[task]
-    resolve, _ = runtime.resolver(node)
-    return runtime.tfvars(node, resolve)
+    return Resolver(runtime).resolve(node).variables
 
 
 def test_grandchild_gets_the_union_of_inherited_tags(tmp_path: Path) -> None:
@@ -145,8 +144,6 @@ variables = { owner = "platform" }
 
 
 def test_a_variable_carrying_a_sensitive_upstream_output_is_sensitive(tmp_path: Path) -> None:
-    from infrakitchen_dagster.runtime import _carrying
-
     runtime = _runtime(tmp_path, f"""
 name = "family"
 [tasks.db]
@@ -162,8 +159,7 @@ variables = {{ name = "app", value = "postgres://u:{{{{.db.secret}}}}@db" }}
     runtime.store.transition(runtime.store.get("family", "db", "default"),
                              Action.UPDATE_SUCCESS, actor="alice",
                              outputs={"secret": "pw-Hidden-42"}, sensitive_outputs=["secret"])
-    node = runtime.graph.nodes["app"]
-    resolve, secrets = runtime.resolver(node)
-    variables = runtime.tfvars(node, resolve)
-    assert variables["value"] == "postgres://u:pw-Hidden-42@db"
-    assert _carrying(variables, secrets) == {"value"}
+    resolved = Resolver(runtime).resolve(runtime.graph.nodes["app"])
+    assert resolved.variables["value"] == "postgres://u:pw-Hidden-42@db"
+    assert "value" in resolved.sensitive
+    assert "pw-Hidden-42" in resolved.secrets

@@ -23,6 +23,7 @@ from dagster import (
 
 from infrakitchen_dagster import build_definitions
 from infrakitchen_dagster.approvals import REQUEST_TAG
+from infrakitchen_dagster.resources import InfraKitchenResource, TofuResource
 
 from .conftest import FIXTURES, IkEnv, ik_in_process, write_pipeline
 
@@ -34,6 +35,7 @@ def _gated_pipeline(directory: Path, counts: Path, sleep: int = 0) -> None:
 name = "gate"
 approval = true
 owners = ["olive"]
+allow_self_approval = true  # olive both runs and approves
 drift_schedule = "0 * * * *"
 [tasks.net]
 module = "{STEP_MODULE}"
@@ -203,7 +205,8 @@ variables = {{ name = "net", value = "one", sleep_seconds = 60, count_file = "{t
     sensor = defs.get_sensor_def("infrakitchen_run_failures")
     context = build_run_status_sensor_context(
         sensor_name="infrakitchen_run_failures", dagster_event=failure.dagster_event,
-        dagster_instance=instance, dagster_run=instance.get_run_by_id(run.run_id))
+        dagster_instance=instance, dagster_run=instance.get_run_by_id(run.run_id),
+        resources={"tofu": TofuResource(), "infrakitchen": InfraKitchenResource()})
     sensor(context)
     record = json.loads(_ik("inspect", "slow/net", "--json").stdout)
     assert (record["state"], record["status"]) == ("provision", "error")

@@ -427,3 +427,271 @@ def test_build_graph_reports_every_problem_at_once(tmp_path):
     for needle in ("ghost", "missing", "x >= 1", "{{.nope}}"):
         assert needle in text
     assert len(info.value.problems) == 4
+
+
+# ---------------------------------------------------------------------------------------
+# bad input refused (issue 9 item 6) and the control-plane keys
+
+
+def test_new_keys_default_off(tmp_path):
+    pipeline = graph_of(tmp_path, '[tasks.a]\ncmd = "echo"\n').pipeline
+    assert pipeline.approvers is None and pipeline.approvers_file is None
+    assert pipeline.allow_self_approval is False
+    assert pipeline.allow_external_modules is False
+
+
+def _keypair(tmp_path: Path, name: str) -> str:
+    """A real ed25519 public key line from ssh-keygen."""
+    import subprocess
+
+    key = tmp_path / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
+                   check=True, capture_output=True)
+    return (tmp_path / f"{name}.pub").read_text().strip()
+
+
+def test_approvers_file_resolves_next_to_the_toml(tmp_path):
+    alice, bob = _keypair(tmp_path, "alice"), _keypair(tmp_path, "bob")
+    signers = tmp_path / "team" / "allowed_signers"
+    signers.parent.mkdir()
+    signers.write_text(
+        "# who may approve\n\n"
+        f"alice@example.com {alice}\n"
+        f'bob@example.com,robert@example.com namespaces="infrakitchen" {bob}\n')
+    graph = graph_of(tmp_path, """
+        approval = true
+        owners = ["alice"]
+        approvers = "team/allowed_signers"
+        allow_self_approval = true
+        [tasks.a]
+        cmd = "echo"
+    """)
+    assert graph.pipeline.approvers_file == signers.resolve()
+    assert graph.pipeline.approvers_file.is_absolute()
+    assert graph.pipeline.allow_self_approval is True
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("alice@example.com\n", "line 1"),
+    ("# c\nalice@example.com ssh-ed25519\n", "line 2"),
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE\n", "line 1"),  # no principal
+    ("alice@example.com ssh-ed25519 not*base64\n", "line 1"),
+    ("# only comments\n\n", "names no signer"),
+])
+def test_bad_approvers_file_is_one_line(tmp_path, content, needle):
+    (tmp_path / "signers").write_text(content)
+    problems = problems_of(tmp_path, """
+        approvers = "signers"
+        [tasks.a]
+        cmd = "echo"
+    """)
+    assert len(problems) == 1, problems
+    assert "approvers file 'signers'" in problems[0] and needle in problems[0]
+
+
+def test_missing_approvers_file(tmp_path):
+    problems = problems_of(tmp_path, 'approvers = "nope"\n[tasks.a]\ncmd = "echo"\n')
+    assert problems == [f"approvers file 'nope' does not exist ({tmp_path.resolve() / 'nope'})"]
+
+
+@pytest.mark.parametrize("module", ["/opt/modules/m", "../elsewhere/m", "modules/../../x/m",
+                                    "./../m"])
+def test_module_outside_the_pipeline_directory_is_refused(tmp_path, module):
+    problems = problems_of(tmp_path, f'[tasks.a]\nmodule = "{module}"\n')
+    assert len(problems) == 1, problems
+    assert "outside the pipeline's directory" in problems[0]
+    assert "allow_external_modules = true" in problems[0]
+
+
+def test_external_module_allowed_when_the_pipeline_says_so(tmp_path):
+    outside = tmp_path / "shared" / "m"
+    outside.mkdir(parents=True)
+    (outside / "main.tf").write_text(MODULE_TF)
+    inner = tmp_path / "pipelines"
+    (inner / "modules" / "m").mkdir(parents=True)
+    (inner / "modules" / "m" / "main.tf").write_text(MODULE_TF)
+    text = '[tasks.a]\nmodule = "{}"\n[tasks.b]\nmodule = "../shared/m"\n'
+    (inner / "p.toml").write_text(text.format(outside))
+    with pytest.raises(PipelineError) as info:
+        load_graph(inner / "p.toml")
+    assert len(info.value.problems) == 2
+    (inner / "p.toml").write_text("allow_external_modules = true\n" + text.format(outside))
+    graph = load_graph(inner / "p.toml")
+    assert graph.module_dir("a") == outside.resolve()
+    assert graph.module_dir("b") == outside.resolve()
+
+
+@pytest.mark.parametrize("module", ["modules/m", "./modules/m", "modules/../modules/m"])
+def test_module_inside_the_pipeline_directory_is_fine(tmp_path, module):
+    graph = graph_of(tmp_path, f'[tasks.a]\nmodule = "{module}"\n')
+    assert graph.module_dir("a") == (tmp_path / "modules" / "m").resolve()
+
+
+def test_remote_module_is_not_an_external_path(tmp_path):
+    graph = graph_of(tmp_path, '[tasks.a]\nmodule = "git::https://git.example/m.git//net"\n')
+    assert graph.resources == ["a"]
+
+
+@pytest.mark.parametrize("value", ['"0s"', '"0ms"', '"-5s"', '"0h0m"'])
+@pytest.mark.parametrize("key", ["timeout", "retry_delay"])
+def test_zero_or_negative_durations_are_refused(key, value):
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline(f'[tasks.a]\ncmd = "x"\n{key} = {value}\n', "p.toml")
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith(f"tasks.a.{key}: duration ")
+
+
+def test_zero_trigger_interval_is_refused():
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline('[[triggers]]\ntype = "file_watch"\npath = "/x"\ninterval = "0s"\n'
+                       '[tasks.a]\ncmd = "x"\n', "p.toml")
+    assert info.value.problems == ["triggers[0].interval: duration '0s' must be greater than zero"]
+
+
+@pytest.mark.parametrize("content", [b"", b"# nothing yet\n\n# [tasks.a]\n", b"\n\n"])
+def test_empty_file_is_not_a_pipeline(tmp_path, content):
+    path = tmp_path / "p.toml"
+    path.write_bytes(content)
+    with pytest.raises(PipelineError) as info:
+        read_pipeline(path)
+    assert info.value.problems == [
+        "empty file: not a pipeline (it needs at least one [tasks.NAME] table)"]
+
+
+def test_pipeline_without_tasks(tmp_path):
+    assert problems_of(tmp_path, 'description = "x"\n') == [
+        "no tasks: a pipeline needs at least one [tasks.NAME] table"]
+
+
+def test_binary_and_non_utf8_files_are_one_clear_line(tmp_path):
+    import gzip
+
+    binary = tmp_path / "zipped.toml"
+    binary.write_bytes(gzip.compress(b'[tasks.a]\ncmd = "x"\n', mtime=0))
+    with pytest.raises(PipelineError) as info:
+        read_pipeline(binary)
+    assert str(info.value) == (f"{binary}: binary file (contains NUL bytes), not a pipeline "
+                               "TOML file")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('[tasks.a]\ncmd = "echo café"\n'.encode("latin-1"))
+    with pytest.raises(PipelineError) as info:
+        read_pipeline(latin)
+    assert info.value.problems == [
+        "not UTF-8 text (invalid byte 0xe9 on line 2); a pipeline file must be UTF-8 TOML"]
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes('\ufeff[tasks.a]\ncmd = "echo é"\n'.encode())
+    assert read_pipeline(path).tasks["a"].cmd == "echo é"
+
+
+def test_register_of_an_undeclared_output(tmp_path):
+    problems = problems_of(tmp_path, """
+        [tasks.net]
+        module = "modules/m"
+        register = ["id", "vpc_id"]
+        variables = { name = "n" }
+    """)
+    assert problems == ["task 'net': register names output 'vpc_id', which module 'modules/m' "
+                        "does not declare (outputs: id)"]
+    graph = graph_of(tmp_path, '[tasks.net]\nmodule = "modules/m"\nregister = "id"\n')
+    assert graph.nodes["net"].registers == ("id",)
+
+
+def test_matrix_register_names_use_matrix_keys_only(tmp_path):
+    graph = graph_of(tmp_path, """
+        [tasks.build]
+        cmd = "echo 1"
+        register = "build_{{.os}}"
+        matrix = { os = ["linux", "darwin"] }
+    """)
+    assert [n.registers for n in graph.nodes.values()] == [("build_linux",), ("build_darwin",)]
+
+
+def test_undeclared_module_variable_suggests_the_declared_one(tmp_path):
+    problems = problems_of(tmp_path, '[tasks.a]\nmodule = "modules/m"\nvariables = { nme = 1 }\n')
+    assert problems == ["task 'a': variables sets 'nme', which module 'modules/m' does not "
+                        "declare (did you mean 'name'?)"]
+
+
+def test_module_with_tf_json_is_not_second_guessed(tmp_path):
+    (tmp_path / "modules" / "j").mkdir(parents=True)
+    (tmp_path / "modules" / "j" / "main.tf.json").write_text('{"output": {"x": {"value": 1}}}')
+    graph = graph_of(tmp_path, """
+        [tasks.a]
+        module = "modules/j"
+        register = "x"
+        variables = { anything = 1 }
+        [tasks.b]
+        cmd = "echo {{.a.x}}"
+        depends_on = ["a"]
+    """)
+    assert graph.resources == ["a"]
+
+
+def test_unquoted_hcl_labels_are_declarations(tmp_path):
+    from infrakitchen_dagster.graph import module_declarations
+
+    (tmp_path / "main.tf").write_text('variable region {\n}\noutput "id" {\n  value = 1\n}\n'
+                                      'output arn{\n  value = 2\n}\n')
+    assert module_declarations(tmp_path) == ({"region"}, {"id", "arn"})
+
+
+@pytest.mark.parametrize("field,text", [
+    ("cmd", 'cmd = "echo {{.A"'),
+    ("variables", 'module = "modules/m"\nvariables = { name = "{{.A}" }'),
+    ("env", 'cmd = "x"\nenv = { K = "{{ .A" }'),
+    ("working_dir", 'cmd = "x"\nworking_dir = "/tmp/{{.A"'),
+    ("register", 'cmd = "x"\nregister = "r_{{.A"'),
+    ("k", 'abstract = true\ndependency_configs = [{ name = "k", value = "{{.A" }]'),
+])
+def test_unclosed_reference_refused_in_every_template(tmp_path, field, text):
+    problems = problems_of(tmp_path, f'[vars]\nA = "1"\n[tasks.t]\n{text}\n')
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"task 't': {field}: unclosed reference '{{{{")
+
+
+def test_teardown_builtins_only_in_teardown_tasks(tmp_path):
+    graph = graph_of(tmp_path, """
+        on_failure = "t"
+        [tasks.a]
+        cmd = "echo"
+        [tasks.t]
+        type = "forensic"
+        cmd = "echo {{.failed_task}} {{.error_message}} {{.failed_dag}}"
+    """)
+    assert list(graph.teardowns) == ["t"]
+    problems = problems_of(tmp_path, '[tasks.a]\ncmd = "echo {{.error_message}}"\n')
+    assert problems == ["task 'a': cmd uses {{.error_message}}, which only teardown tasks "
+                        '(type = "forensic") receive']
+
+
+def test_undefined_reference_in_cmd_with_vars(tmp_path):
+    problems = problems_of(tmp_path, '[vars]\nA = "1"\n[tasks.a]\ncmd = "echo {{.A}} {{.NOPE}}"\n')
+    assert problems == ["task 'a': cmd uses {{.NOPE}}, which no var, register or upstream "
+                        "task provides"]
+
+
+def test_on_failure_must_name_a_teardown(tmp_path):
+    problems = problems_of(tmp_path, 'on_failure = "b"\n[tasks.a]\ncmd = "x"\n'
+                                     '[tasks.b]\ncmd = "y"\n')
+    assert problems == ["on_failure names 'b', which is not a teardown task "
+                        '(give it type = "forensic")']
+
+
+def test_names_from_run_vars_of_a_file_without_vars(tmp_path):
+    from infrakitchen_dagster.graph import names_from_run_vars
+
+    graph = graph_of(tmp_path, """
+        [tasks.probe]
+        cmd = "echo {{.TARGET}}"
+        register = "status"
+        [tasks.report]
+        cmd = "echo {{.status}} {{.TARGET}} {{.run_id}} {{.zone}}"
+        depends_on = ["probe"]
+        matrix = { zone = ["a", "b"] }
+    """)
+    assert names_from_run_vars(graph) == {"TARGET": ["probe", "report"], "run_id": ["report"]}
+    closed = graph_of(tmp_path, '[vars]\nA = "1"\n[tasks.a]\ncmd = "echo {{.A}}"\n')
+    assert names_from_run_vars(closed) == {}

@@ -2,7 +2,9 @@
 `ik graph` on every wf example; `build_definitions` surviving a broken pipeline file.
 
 The broken files declare what their error must mention in leading `# expect: TEXT` lines
-(case-insensitive substrings of the error output).
+(case-insensitive substrings of the error output); files that cannot carry a comment (an
+empty file, a binary one) have theirs in `UNCOMMENTABLE`. Each broken file holds exactly one
+mistake and must be reported with exactly one line.
 """
 
 from __future__ import annotations
@@ -34,10 +36,20 @@ _EXPECT = re.compile(r"^#\s*expect:\s*(?P<text>.+?)\s*$")
 needs_wf = pytest.mark.skipif(not WF_DIR.is_dir(), reason=f"wf examples not found at {WF_DIR}")
 
 
+#: Expected messages of the broken files that cannot hold a `# expect:` comment.
+UNCOMMENTABLE = {
+    "empty-file": ["empty file: not a pipeline"],
+    "binary-file": ["binary file (contains NUL bytes)"],
+}
+
+
 def expectations(path: Path) -> list[str]:
     """The `# expect:` lines of the file's leading comment block."""
+    if path.stem in UNCOMMENTABLE:
+        return UNCOMMENTABLE[path.stem]
     found: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # errors="replace": the corpus holds a file that is not UTF-8 on purpose
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         if not line.startswith("#"):
             break
         match = _EXPECT.match(line)
@@ -76,7 +88,7 @@ def broken_batch(ik_home: Path) -> subprocess.CompletedProcess[str]:
 #: One file per kind of error path (TOML, schema, duration, graph, module, reference), run
 #: as `ik validate FILE` one process each.
 PER_FILE_SAMPLE = ["toml-syntax-error", "unknown-task-key", "bad-retry-delay", "cycle-two",
-                   "missing-module-dir", "unresolvable-var"]
+                   "missing-module-dir", "unresolvable-var", "binary-file", "module-escapes-dir"]
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +121,7 @@ def good_result(ik_home: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_corpus_is_large_enough():
-    assert len(BROKEN) >= 15, [p.name for p in BROKEN]
+    assert len(BROKEN) >= 60, [p.name for p in BROKEN]
     assert IK.is_file(), f"console script missing: {IK}"
 
 
@@ -121,7 +133,7 @@ def test_every_broken_file_declares_expectations(path: Path):
 def _check_problem_lines(path: Path, stderr: str) -> None:
     assert "Traceback" not in stderr, stderr
     lines = stderr.splitlines()
-    assert lines, f"no error output for {path.name}"
+    assert len(lines) == 1, f"{path.name}: expected one problem line, got:\n{stderr}"
     for line in lines:
         assert line.startswith(f"{path}: "), f"line does not start with the file: {line!r}"
         assert line[len(f"{path}: "):].strip(), f"empty problem line: {line!r}"
@@ -295,6 +307,10 @@ def test_build_definitions_skips_broken_pipeline(tmp_path: Path):
     shutil.copytree(FIXTURES / "good" / "modules", pipelines / "modules")
     broken = FIXTURES / "broken" / "unknown-depends-on.toml"
     shutil.copy2(broken, pipelines / broken.name)
+    also_broken = ["binary-file", "empty-file", "not-utf8", "unclosed-ref-in-cmd",
+                   "module-absolute-path"]
+    for stem in also_broken:
+        shutil.copy2(FIXTURES / "broken" / f"{stem}.toml", pipelines / f"{stem}.toml")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -312,6 +328,10 @@ def test_build_definitions_skips_broken_pipeline(tmp_path: Path):
     text = str(getattr(entry, "value", entry))
     assert "unknown-depends-on.toml" in text
     assert "ghost-task" in text
+    for stem in also_broken:
+        assert f"{stem}.toml" in text
+        for expected in expectations(FIXTURES / "broken" / f"{stem}.toml"):
+            assert expected.lower() in text.lower(), (stem, expected, text)
     for path in GOOD:
         assert path.name not in text
 

@@ -4,6 +4,12 @@ SQLite under the InfraKitchen home by default, PostgreSQL when `INFRAKITCHEN_DAT
 says so. Every state change goes through `lifecycle.next_state`, in one transaction that
 also writes the revision snapshot and the audit entry, so the record and its history never
 disagree.
+
+Secrets are encrypted at rest (`crypto.py`): a record's sensitive variables and outputs,
+sensitive registered values, the runtime vars a run references, and (in `approvals.py`)
+requests' proposed secrets, runtime vars and saved plans. Only the rows hold ciphertext:
+every read API returns plain values, and revisions and audit entries never hold secrets
+at all (they are masked before they are written).
 """
 
 from __future__ import annotations
@@ -28,9 +34,20 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import settings
+from ..crypto import SecretBox, box, is_sealed
 from ..settings import database_url
 from .lifecycle import Action, IllegalTransition, State, Status, next_state
-from .models import AuditEntry, RegisteredValue, ResourceRecord, Revision, TeardownMark, utcnow
+from .models import (
+    ApprovalRequestRow,
+    AuditEntry,
+    RegisteredValue,
+    ResourceRecord,
+    Revision,
+    RunVars,
+    TeardownMark,
+    utcnow,
+)
 
 __all__ = [
     "Action",
@@ -47,8 +64,33 @@ _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
 
+#: the first revision whose rows hold sealed secrets; older stores are sealed on upgrade
+SEALED_SINCE = "0004"
+
+
 def masked(values: dict[str, Any], sensitive: list[str] | set[str]) -> dict[str, Any]:
     return {k: (SENSITIVE if k in sensitive else v) for k, v in values.items()}
+
+
+def seal_values(values: dict[str, Any] | None, names: Any = None) -> dict[str, Any]:
+    """`values` with the entries named in `names` (all of them when None) sealed; entries
+    already sealed stay as they are, others not named are stored plain."""
+    plain = values or {}
+    secret = set(plain) if names is None else set(names)
+    if not any(k in secret and not is_sealed(v) for k, v in plain.items()):
+        return {k: (open_value(v) if k not in secret else v) for k, v in plain.items()}
+    sealer = box()
+    return {k: ((v if is_sealed(v) else sealer.seal(v)) if k in secret else open_value(v))
+            for k, v in plain.items()}
+
+
+def open_value(value: Any) -> Any:
+    return box().open(value) if is_sealed(value) else value
+
+
+def open_values(values: dict[str, Any] | None) -> dict[str, Any]:
+    """The plain values of a dict that may hold sealed entries."""
+    return {k: open_value(v) for k, v in (values or {}).items()}
 
 
 @dataclass(frozen=True)
@@ -74,12 +116,18 @@ class RecordView:
     error: str | None
     module_hash: str | None
     drift: dict[str, Any] | None
+    state_serial: int | None
+    state_lineage: str | None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, row: ResourceRecord) -> RecordView:
-        return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
+        """A plain copy of `row`: sealed variables and outputs are decrypted here."""
+        fields = {f: getattr(row, f) for f in cls.__dataclass_fields__}
+        fields["variables"] = open_values(row.variables)
+        fields["outputs"] = open_values(row.outputs)
+        return cls(**fields)
 
     @property
     def secrets(self) -> list[str]:
@@ -112,6 +160,16 @@ class RecordView:
         }
 
 
+_SECRET_FIELDS = {"variables", "outputs", "sensitive_variables", "sensitive_outputs"}
+
+
+def _seal_record(row: ResourceRecord) -> None:
+    """Seal a record's sensitive variables and outputs (and open any that stopped being
+    sensitive), after its fields changed."""
+    row.variables = seal_values(row.variables, row.sensitive_variables or [])
+    row.outputs = seal_values(row.outputs, row.sensitive_outputs or [])
+
+
 class RefusedInTransaction(Exception):
     """Carries an IllegalTransition out of the transaction it must not commit."""
 
@@ -126,7 +184,7 @@ def _engine(url: str) -> Engine:
             if url.startswith("sqlite"):
                 path = url.split("///", 1)[-1]
                 if path and path != ":memory:":
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    _private_sqlite_file(Path(path))
                 engine = create_engine(url, connect_args={"timeout": 60})
 
                 @event.listens_for(engine, "connect")
@@ -142,12 +200,28 @@ def _engine(url: str) -> Engine:
         return _engines[url]
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """The SQLite file exists, owner-only, before SQLite opens it: its `-wal` and `-shm`
+    files then get the same mode. Its directory is made 0700 when we create it (or when
+    it is the InfraKitchen home); someone else's existing directory is left alone."""
+    path = path.absolute()
+    if path.parent == settings.home():
+        settings.private_home()
+    else:
+        settings.private_dir(path.parent, ours=False)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    if path.stat().st_uid == os.getuid():
+        os.chmod(path, 0o600)
+
+
 @contextmanager
 def _migration_lock(engine: Engine, url: str) -> Iterator[None]:
     """Serialise migrations across processes (many Dagster steps start at once)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1] or "memory"
-        with open(f"{path}.migrate.lock", "w") as handle:
+        fd = os.open(f"{path}.migrate.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
         return
@@ -171,8 +245,16 @@ def _migrate(engine: Engine, url: str) -> None:
     if current == head:
         return
     with _migration_lock(engine, url), engine.begin() as conn:
+        # read again under the lock: another process may have upgraded meanwhile
+        current = MigrationContext.configure(
+            conn, opts={"version_table": "ik_alembic_version"}).get_current_revision()
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+        if current is not None and current < SEALED_SINCE:
+            # a store from before encryption: seal the secrets it holds in plain text
+            with Session(bind=conn) as session:
+                reseal(session, box())
+                session.flush()
 
 
 class LifecycleStore:
@@ -291,6 +373,8 @@ class LifecycleStore:
         row.state, row.status = state.value, status.value
         for key, value in changes.items():
             setattr(row, key, value)
+        if _SECRET_FIELDS & set(changes):
+            _seal_record(row)
         if bump_revision:
             row.revision += 1
         row.updated_at = utcnow()
@@ -406,7 +490,9 @@ class LifecycleStore:
                 if row is None:
                     row = RegisteredValue(pipeline=pipeline, environment=environment, name=name)
                     session.add(row)
-                row.value, row.task, row.sensitive = value, task, name in sensitive
+                secret = name in sensitive
+                row.value = box().seal(value) if secret else value
+                row.task, row.sensitive = task, secret
                 row.run_id, row.updated_at = run_id, utcnow()
 
     def registered(self, pipeline: str, environment: str) -> dict[str, tuple[Any, bool]]:
@@ -415,7 +501,32 @@ class LifecycleStore:
             rows = session.scalars(select(RegisteredValue).where(
                 RegisteredValue.pipeline == pipeline,
                 RegisteredValue.environment == environment))
-            return {r.name: (r.value, r.sensitive) for r in rows}
+            return {r.name: (open_value(r.value), r.sensitive) for r in rows}
+
+    # -- runtime vars passed by reference ------------------------------------------
+
+    def put_run_vars(self, values: dict[str, Any]) -> str:
+        """Keep a run's runtime vars, sealed, and return the reference its run config
+        carries instead of them (run config is stored and shown in plain text)."""
+        ref = uuid.uuid4().hex
+        with self.session() as session:
+            session.add(RunVars(ref=ref, values=box().seal(values), created_at=utcnow()))
+        return ref
+
+    def run_vars(self, ref: str) -> dict[str, Any]:
+        with self.session() as session:
+            row = session.get(RunVars, ref)
+            if row is None:
+                raise KeyError(f"no runtime vars under reference {ref!r} in this store")
+            return dict(open_value(row.values))
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def reseal(self) -> dict[str, int]:
+        """Re-encrypt every sealed value with the first key, and seal any secret still
+        held in plain text (a store from before encryption). Returns counts per table."""
+        with self.session() as session:
+            return reseal(session, box())
 
     # -- global teardown bookkeeping --------------------------------------------------
 
@@ -447,3 +558,48 @@ def default_actor() -> str:
     import getpass
 
     return os.environ.get("INFRAKITCHEN_USER") or getpass.getuser()
+
+
+def reseal(session: Session, sealer: SecretBox) -> dict[str, int]:
+    """Bring every secret in the store to the first key of `sealer` (see
+    `LifecycleStore.reseal`); one transaction, so a failure leaves the store as it was."""
+
+    def fresh(value: Any) -> Any:
+        if is_sealed(value):
+            return value if sealer.is_current(value) else sealer.seal(sealer.open(value))
+        return sealer.seal(value)
+
+    def fresh_values(values: dict[str, Any] | None, names: Any) -> dict[str, Any]:
+        secret = set(values or {}) if names is None else set(names)
+        return {k: (fresh(v) if k in secret else sealer.open(v))
+                for k, v in (values or {}).items()}
+
+    counts = {"records": 0, "registered": 0, "requests": 0, "run_vars": 0}
+
+    def update(row: Any, table: str, **values: Any) -> None:
+        changes = {k: v for k, v in values.items() if getattr(row, k) != v}
+        for key, value in changes.items():
+            setattr(row, key, value)
+        counts[table] += bool(changes)
+
+    for row in session.scalars(select(ResourceRecord)):
+        update(row, "records",
+               variables=fresh_values(row.variables, row.sensitive_variables or []),
+               outputs=fresh_values(row.outputs, row.sensitive_outputs or []))
+    for reg in session.scalars(select(RegisteredValue).where(RegisteredValue.sensitive)):
+        update(reg, "registered", value=fresh(reg.value))
+    for req in session.scalars(select(ApprovalRequestRow)):
+        blob = req.plan_blob
+        if blob is None and req.plan_path and Path(req.plan_path).is_file():
+            # a plan saved as a plain file by an older version: into the store, sealed (the
+            # file goes when the request is done with, as before)
+            blob = sealer.encrypt_bytes(Path(req.plan_path).read_bytes())
+        elif blob is not None and not sealer.is_current_bytes(blob):
+            blob = sealer.encrypt_bytes(sealer.decrypt_bytes(blob))
+        update(req, "requests",
+               proposed_variables=fresh_values(req.proposed_variables,
+                                               req.sensitive_variables or []),
+               runtime_vars=fresh_values(req.runtime_vars, None), plan_blob=blob)
+    for run_vars in session.scalars(select(RunVars)):
+        update(run_vars, "run_vars", values=fresh(run_vars.values))
+    return counts

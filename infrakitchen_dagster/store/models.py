@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -42,6 +42,13 @@ class ResourceRecord(Base):
     error: Mapped[str | None] = mapped_column(Text)
     module_hash: Mapped[str | None] = mapped_column(String(64))
     drift: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: {"host", "pid", "started", "run_id"} of the process working on the record
+    lease_holder: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: (serial, lineage) of the state as the last apply left it: a state moved since (an
+    #: apply from elsewhere) is a change even when the configuration is not
+    state_serial: Mapped[int | None] = mapped_column(Integer)
+    state_lineage: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -125,6 +132,8 @@ class ApprovalRequestRow(Base):
     plan_summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     plan_sha256: Mapped[str] = mapped_column(String(64))
     plan_path: Mapped[str] = mapped_column(Text)
+    #: the saved plan itself, Fernet-encrypted: any machine sharing the store can apply it
+    plan_blob: Mapped[bytes | None] = mapped_column(LargeBinary)
     proposed_variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: the run's runtime vars, so the run that applies the request resolves the same values
     runtime_vars: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -139,7 +148,24 @@ class ApprovalRequestRow(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     launched_run_id: Mapped[str | None] = mapped_column(String(64))
     applied_run_id: Mapped[str | None] = mapped_column(String(64))
+    #: how the decider is known: "claimed" (--as, INFRAKITCHEN_USER) or "signed" (SSH key)
+    identity: Mapped[str | None] = mapped_column(String(20))
+    #: the armored `ssh-keygen -Y sign` signature over the canonical decision payload
+    signature: Mapped[str | None] = mapped_column(Text)
+    #: the allowed_signers principal the signature proved, and its key ("SHA256:...")
+    signer_principal: Mapped[str | None] = mapped_column(String(200))
+    key_fingerprint: Mapped[str | None] = mapped_column(String(100))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RunVars(Base):
+    """A run's runtime vars, sealed; its run config carries only the reference."""
+
+    __tablename__ = "ik_run_vars"
+
+    ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class GrantRow(Base):

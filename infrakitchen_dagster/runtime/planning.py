@@ -1,0 +1,52 @@
+"""Dry runs: the plan job (today's values, no record changes) and drift checks (the
+values the record was applied with, so a pending change is not mistaken for drift)."""
+
+from __future__ import annotations
+
+import re
+
+from ..graph import Node
+from ..store import State
+from ..tofu import PlanSummary
+from .context import RunContext
+from .outcome import Drift
+from .resolve import Resolver
+
+#: "  # null_resource.this will be created" -> (address, what happens)
+_PLANNED_CHANGE = re.compile(r"^\s*# (\S+) (.*\b(?:will|must) be\b.*)$")
+
+
+def plan(ctx: RunContext, node: Node) -> PlanSummary:
+    """A dry run: `tofu plan` with today's values; no record changes."""
+    resolved = Resolver(ctx).resolve(node)
+    workspace = ctx.workspace(node, backend=resolved.backend, env=resolved.env,
+                              secrets=resolved.secrets, timeout=node.task.timeout)
+    with workspace.locked(ctx.progress):
+        workspace.prepare(resolved.variables)
+        workspace.init()
+        summary, plan_file = workspace.plan()
+        plan_file.unlink(missing_ok=True)
+    return summary
+
+
+def drift(ctx: RunContext, node: Node) -> Drift | None:
+    """`plan -detailed-exitcode` against the applied values: does reality still match?
+
+    None when there is nothing provisioned to check.
+    """
+    record = ctx.record(node.name)
+    if record is None or record.state != State.PROVISIONED or node.kind != "resource":
+        return None
+    resolved = Resolver(ctx).resolve(node, variables=record.variables)
+    workspace = ctx.workspace(node, backend=resolved.backend, env=resolved.env,
+                              secrets=resolved.secrets | set(record.secrets),
+                              timeout=node.task.timeout)
+    with workspace.locked(ctx.progress):
+        workspace.prepare(record.variables)
+        workspace.init()
+        code, summary, result = workspace.detailed_plan()
+    changes = [f"{m.group(1)} {m.group(2)}" for line in result.lines
+               if (m := _PLANNED_CHANGE.match(line))]
+    found = Drift(drifted=code == 2, plan=summary, changes=changes)
+    ctx.store.record_drift(record, found.as_dict(), actor=ctx.actor, run_id=ctx.run_id)
+    return found

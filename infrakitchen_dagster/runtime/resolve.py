@@ -1,0 +1,257 @@
+"""Turn a task into one resolved value, once: variables, env, backend, secrets, fingerprint.
+
+Everything an operation needs from the graph and the store is looked up here, at one
+moment, and then travels as a `ResolvedTask`; the operations never ask the store for a
+value again. The fingerprint is the approval fingerprint: every input that shapes the
+apply is in it, so any difference makes an approved request stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..graph import BACKEND_BUILTINS, Node, module_declarations
+from ..interpolation import InterpolationError, Ref, render, render_value, to_text
+from ..spec import FromEnv
+from ..store import RecordView
+from ..tofu import BackendSettings, module_sensitive_variables
+from .context import RunContext
+from .errors import TaskFailure
+
+Lookup = Callable[[Ref], Any]
+
+
+@dataclass(frozen=True)
+class ResolvedTask:
+    """What one run of a task works with, resolved once before anything runs."""
+
+    node: Node
+    variables: dict[str, Any]
+    env: dict[str, str]
+    backend: BackendSettings
+    #: every text a log line must never show (credentials, sensitive values)
+    secrets: frozenset[str]
+    #: names of sensitive variables (declared, listed, or carrying a secret)
+    sensitive: frozenset[str]
+    fingerprint: str
+    module_dir: Path | None
+    module_hash: str
+
+
+def carrying(values: dict[str, Any], secrets: set[str] | frozenset[str]) -> set[str]:
+    """Names whose value contains one of `secrets` (as masking would find it)."""
+    usable = [secret for secret in secrets if secret and len(secret) >= 3]
+    return {name for name, value in values.items()
+            if any(secret in to_text(value) for secret in usable)}
+
+
+def digest(values: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Resolver:
+    """Looks values up for one task; build one per operation (it caches store reads)."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self._records: dict[str, RecordView | None] = {}
+        self._registered: dict[str, tuple[Any, bool]] | None = None
+
+    # -- lookups ----------------------------------------------------------------------
+
+    def pipeline_vars(self) -> dict[str, Any]:
+        pipeline = self.ctx.pipeline
+        values: dict[str, Any] = dict(pipeline.vars)
+        values.update(pipeline.environments.get(self.ctx.environment, {}))
+        values.update(self.ctx.runtime_vars)
+        return values
+
+    def registered(self) -> dict[str, tuple[Any, bool]]:
+        if self._registered is None:
+            self._registered = self.ctx.store.registered(self.ctx.pipeline.name,
+                                                         self.ctx.environment)
+        return self._registered
+
+    def _record_of(self, name: str) -> RecordView | None:
+        if name not in self._records:
+            self._records[name] = self.ctx.record(name)
+        return self._records[name]
+
+    def lookup(self, node: Node, extra: dict[str, Any] | None = None
+               ) -> tuple[Lookup, set[str]]:
+        """A function Ref -> value for `node`, plus the secrets it revealed so far."""
+        values = self.pipeline_vars()
+        secrets: set[str] = set()
+        environment = self.ctx.environment
+
+        def resolve(ref: Ref) -> Any:
+            if ref.attr is not None:
+                targets = self.ctx.graph.expand(ref.name)
+                record = self._record_of(targets[0]) if targets else None
+                if record is None or ref.attr not in record.outputs:
+                    state = f"{record.state}/{record.status}" if record else "never provisioned"
+                    raise InterpolationError(
+                        f"{ref}: upstream task {ref.name!r} has no output {ref.attr!r} "
+                        f"in environment {environment!r} ({state})")
+                value = record.outputs[ref.attr]
+                if ref.attr in record.sensitive_outputs:
+                    secrets.add(to_text(value))
+                return value
+            if extra and ref.name in extra:
+                return extra[ref.name]
+            if ref.name in node.matrix:
+                return node.matrix[ref.name]
+            if ref.name in values:
+                return values[ref.name]
+            registered = self.registered()
+            if ref.name in registered:
+                value, sensitive = registered[ref.name]
+                if sensitive:
+                    secrets.add(to_text(value))
+                return value
+            raise InterpolationError(
+                f"{ref} cannot be resolved: no runtime var, registered value or upstream "
+                f"output named {ref.name!r} (pass it with --var {ref.name}=... or run the "
+                "task that registers it first)")
+
+        return resolve, secrets
+
+    # -- pieces -----------------------------------------------------------------------
+
+    def integrations(self, node: Node) -> list[str]:
+        """A task's own integrations, else its nearest parents' (the reference's rule)."""
+        if node.task.integrations is not None:
+            return list(node.task.integrations)
+        found: list[str] = []
+        graph = self.ctx.graph
+        for parent in graph.resource_parents(node.name):
+            for name in self.integrations(graph.nodes[parent]):
+                if name not in found:
+                    found.append(name)
+        return found
+
+    def env(self, node: Node, resolve: Lookup
+            ) -> tuple[dict[str, str], set[str], dict[str, str]]:
+        """(env, secrets, digest per integration): integration env (credentials) and the
+        task's env; `from_env` values become secrets."""
+        env: dict[str, str] = {}
+        secrets: set[str] = set()
+        digests: dict[str, str] = {}
+        for name in self.integrations(node):
+            spec = self.ctx.pipeline.integrations[name]
+            values: dict[str, str] = {}
+            for key, value in spec.env.items():
+                if isinstance(value, FromEnv):
+                    if value.from_env not in os.environ:
+                        raise TaskFailure(
+                            f"integration {name!r}: environment variable {value.from_env!r} "
+                            f"(for {key}) is not set")
+                    values[key] = os.environ[value.from_env]
+                    secrets.add(values[key])
+                else:
+                    values[key] = to_text(render(value, resolve))
+            digests[name] = digest(values)
+            env.update(values)
+        for key, value in node.task.env.items():
+            env[key] = to_text(render(value, resolve) if isinstance(value, str) else value)
+        return env, secrets, digests
+
+    def inherited(self, node: Node, resolve: Lookup) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(configs, tags) flowing from ancestors; nearer ancestors win on conflicts."""
+        configs: dict[str, Any] = {}
+        tags: dict[str, Any] = {}
+        graph = self.ctx.graph
+        for ancestor in reversed(graph.ancestors(node.name)):
+            task = graph.nodes[ancestor].task
+            for item in task.dependency_configs:
+                if item.inherited_by_children:
+                    configs[item.name] = render_value(item.value, resolve)
+            for item in task.dependency_tags:
+                if item.inherited_by_children:
+                    tags[item.name] = to_text(render_value(item.value, resolve))
+        for item in node.task.dependency_tags:
+            tags[item.name] = to_text(render_value(item.value, resolve))
+        return configs, tags
+
+    def tfvars(self, node: Node, resolve: Lookup) -> dict[str, Any]:
+        """Inherited configs < task variables < runtime vars naming a module variable."""
+        directory = self.ctx.graph.module_dir(node.name)
+        declared = module_declarations(directory)[0] if directory else set()
+        configs, tags = self.inherited(node, resolve)
+        values = {k: v for k, v in configs.items() if not declared or k in declared}
+        values.update(render_value(dict(node.task.variables), resolve))
+        for key, value in self.ctx.runtime_vars.items():
+            if key in declared:
+                values[key] = value
+        if tags and "tags" in declared:
+            merged = dict(tags)
+            if isinstance(values.get("tags"), dict):
+                merged.update(values["tags"])
+            values["tags"] = merged
+        return values
+
+    def backend(self, node: Node, resolve: Lookup) -> BackendSettings:
+        pipeline, environment = self.ctx.pipeline, self.ctx.environment
+        spec = node.task.backend or pipeline.backend
+        builtins = {"ik_pipeline": pipeline.name, "ik_task": node.asset_name,
+                    "ik_environment": environment}
+        assert set(builtins) == set(BACKEND_BUILTINS)
+
+        def resolve_backend(ref: Ref) -> Any:
+            return builtins[ref.name] if ref.name in builtins and not ref.attr else resolve(ref)
+
+        config = {k: to_text(render_value(v, resolve_backend)) for k, v in spec.config.items()}
+        if spec.type == "pg" and "schema_name" not in config:
+            # one state per resource: the pg backend keys state by schema
+            raw = f"ik_{pipeline.name}_{node.asset_name}_{environment}"
+            config["schema_name"] = "".join(c if c.isalnum() else "_" for c in raw).lower()[:63]
+        return BackendSettings(spec.type, tuple(sorted(config.items())))
+
+    def sensitive_variables(self, node: Node) -> set[str]:
+        """Listed in the task's `sensitive`, or declared `sensitive = true` by the module."""
+        directory = self.ctx.graph.module_dir(node.name)
+        declared = module_sensitive_variables(directory) if directory else set()
+        return set(node.task.sensitive) | declared
+
+    def fingerprint(self, node: Node, variables: dict[str, Any], backend: BackendSettings,
+                    env: dict[str, str], integrations: dict[str, str], module_hash: str) -> str:
+        """Everything that shapes the apply. Integration values enter only as digests."""
+        tofu = self.ctx.tofu
+        payload = {
+            "module": module_hash, "variables": variables,
+            "backend": {"type": backend.type, "config": dict(backend.config)},
+            "env": {k: v for k, v in env.items() if k in node.task.env},
+            "integrations": integrations,
+            "tofu": {"binary": Path(tofu.resolved_binary()).name, "version": tofu.version()},
+            "environment": self.ctx.environment,
+        }
+        return digest(payload)
+
+    # -- the whole value ------------------------------------------------------------------
+
+    def resolve(self, node: Node, variables: dict[str, Any] | None = None) -> ResolvedTask:
+        """Resolve `node`; `variables` (a record's applied values) replace the tfvars."""
+        resolve, secrets = self.lookup(node)
+        if variables is None:
+            variables = self.tfvars(node, resolve)
+        env, env_secrets, integrations = self.env(node, resolve)
+        backend = self.backend(node, resolve)
+        secrets |= env_secrets
+        # a variable that carries a secret (a sensitive upstream output, a registered
+        # secret, a credential) is itself sensitive
+        sensitive = self.sensitive_variables(node) | carrying(variables, secrets)
+        secrets |= {to_text(variables[k]) for k in sensitive if k in variables}
+        module_hash = self.ctx.graph.module_hash(node.name)
+        return ResolvedTask(
+            node=node, variables=variables, env=env, backend=backend,
+            secrets=frozenset(secrets), sensitive=frozenset(sensitive),
+            fingerprint=self.fingerprint(node, variables, backend, env, integrations,
+                                         module_hash),
+            module_dir=self.ctx.graph.module_dir(node.name), module_hash=module_hash)
