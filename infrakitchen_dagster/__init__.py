@@ -10,7 +10,7 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "AccessControl": ".approvals",
+    "AccessControl": ".access",
     "Approvals": ".approvals",
     "InfraKitchenResource": ".resources",
     "InfraKitchenTranslator": ".translator",

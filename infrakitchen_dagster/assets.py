@@ -2,7 +2,6 @@
 
 
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,30 +43,31 @@ from dagster import (
 )
 from dagster import DependencyDefinition as Dep
 
+from .batch import build_batched_asset
 from .checks import build_drift_checks, build_drift_job
 from .distributed import CELERY, celery_executor_def, is_distributed
-from .failures import PIPELINE_TAG, REFUSED, report_dead_run
+from .failures import PIPELINE_TAG, REFUSED
 from .graph import Node, PipelineGraph
 from .interpolation import InterpolationError
 from .process import ProcessTimeout
 from .resources import InfraKitchenResource, TofuResource
-from .runtime import Outcome, OutcomeStatus, Refused, TaskFailure, TaskRuntime
+from .runtime import OutcomeStatus, TaskFailure
 from .sensors import build_file_watch_sensors
-from .store import SENSITIVE, IllegalTransition, masked
+from .steps import (
+    NOT_MATERIALISED,
+    RETRYABLE_ERRORS,
+    as_failure,
+    environment_of,
+    is_refusal,
+    make_runtime,
+    outcome_metadata,
+)
+from .store import IllegalTransition
 from .tofu import TofuError
 from .translator import InfraKitchenTranslator
 
 #: the run queue limits concurrent applies per state backend with this tag (deploy/)
 BACKEND_TAG = "infrakitchen/state-backend"
-#: outcomes after which the asset is not materialised (its downstream is skipped)
-NOT_MATERIALISED = (OutcomeStatus.SKIPPED, OutcomeStatus.APPROVAL_PENDING,
-                    OutcomeStatus.REJECTED, OutcomeStatus.BLOCKED)
-
-#: what a task may raise that becomes a step failure (retried unless it is a TaskFailure)
-RETRYABLE_ERRORS = (TaskFailure, TofuError, ProcessTimeout, InterpolationError,
-                    IllegalTransition)
-
-_TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
 #: the jobs of a pipeline, named `<job_prefix>__<kind>`
@@ -155,79 +155,6 @@ def choose_executor(graph: PipelineGraph, preference: str = "auto") -> ExecutorD
     )
 
 
-def environment_of(context: Any) -> str:
-    if getattr(context, "has_partition_key", False):
-        return context.partition_key
-    return "default"
-
-
-def make_runtime(graph: PipelineGraph, context: Any, tofu: TofuResource,
-                 infrakitchen: InfraKitchenResource, environment: str) -> TaskRuntime:
-    instance = context.instance
-    run = getattr(context, "dagster_run", None) or instance.get_run_by_id(context.run_id)
-
-    def run_is_alive(run_id: str) -> bool:
-        other = instance.get_run_by_id(run_id)
-        return other is not None and other.status not in _TERMINAL
-
-    log = context.log
-    return TaskRuntime(
-        graph=graph, environment=environment, store=infrakitchen.store(), tofu=tofu,
-        runtime_vars=infrakitchen.runtime_vars(), actor=infrakitchen.principal(
-            run.tags if run else None),
-        run_id=context.run_id, log=log.debug, progress=log.info, force=infrakitchen.force,
-        run_is_alive=run_is_alive,
-        report_dead_run=lambda run_id, reason: report_dead_run(instance, run_id, reason),
-    )
-
-
-def worker_name() -> str:
-    """Which process did the work: INFRAKITCHEN_WORKER_NAME, else host:pid."""
-    return os.environ.get("INFRAKITCHEN_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
-
-
-def outcome_metadata(outcome: Outcome) -> dict[str, Any]:
-    """Materialisation metadata: secrets are redacted here, never later."""
-    meta: dict[str, Any] = {"outcome": outcome.status.value, "worker": worker_name()}
-    if outcome.record is not None:
-        record = outcome.record
-        meta.update(state=record.state, status=record.status, revision=record.revision,
-                    fingerprint=(record.fingerprint or "")[:16])
-    if outcome.outputs:
-        shown = masked(outcome.outputs, outcome.sensitive_outputs)
-        meta["outputs"] = MetadataValue.json(shown)
-        for name, value in shown.items():
-            if isinstance(value, str | int | float | bool):
-                meta[f"output/{name}"] = value if value != SENSITIVE else SENSITIVE
-    if outcome.plan is not None:
-        meta["plan"] = MetadataValue.json(outcome.plan.as_dict())
-    if outcome.registered:
-        meta["registered"] = MetadataValue.json(outcome.registered)
-    if outcome.tofu_version:
-        meta["tofu_version"] = outcome.tofu_version
-    if outcome.duration:
-        meta["duration_seconds"] = round(outcome.duration, 3)
-    if outcome.log_tail:
-        meta["log_tail"] = MetadataValue.md("```\n" + outcome.log_tail + "\n```")
-    if outcome.reason:
-        meta["reason"] = outcome.reason
-    if outcome.request_id is not None:
-        meta["approval_request"] = outcome.request_id
-    return meta
-
-
-def _as_failure(exc: Exception) -> Failure:
-    """A step failure; a refusal is marked so that neither teardown reacts to it."""
-    if isinstance(exc, Refused | IllegalTransition):
-        return Failure(description=str(exc), allow_retries=False, metadata={REFUSED: True})
-    allow_retries = not isinstance(exc, TaskFailure | InterpolationError)
-    return Failure(description=str(exc), allow_retries=allow_retries)
-
-
-def is_refusal(exc: BaseException | None) -> bool:
-    return isinstance(exc, Failure) and REFUSED in (exc.metadata or {})
-
-
 def build_task_asset(graph: PipelineGraph, node: Node, translator: InfraKitchenTranslator,
                      partitions: StaticPartitionsDefinition | None) -> AssetsDefinition:
     spec = translator.get_asset_spec(graph, node)
@@ -253,7 +180,7 @@ def build_task_asset(graph: PipelineGraph, node: Node, translator: InfraKitchenT
             else:
                 outcome = runtime.run_command(node, timeout=task.timeout)
         except RETRYABLE_ERRORS as exc:
-            raise _as_failure(exc) from None
+            raise as_failure(exc) from None
         if outcome.status in NOT_MATERIALISED:
             # Not materialised: Dagster skips everything downstream and the run succeeds.
             # An approval gate says so on the asset's timeline.
@@ -404,7 +331,7 @@ def _destroy_op(graph: PipelineGraph, translator: InfraKitchenTranslator, name: 
             outcome = runtime.destroy(node.name, timeout=node.task.timeout, requested=True)
         except (TofuError, ProcessTimeout, TaskFailure, InterpolationError,
                 IllegalTransition) as exc:
-            raise _as_failure(exc) from None
+            raise as_failure(exc) from None
         metadata = {"operation": "destroy", "outcome": outcome.status.value,
                     "state": outcome.record.state if outcome.record else "none"}
         if outcome.request_id is not None:
@@ -454,7 +381,7 @@ def _plan_op(graph: PipelineGraph, translator: InfraKitchenTranslator, name: str
             context.log.warning(f"{node.name}: not planned: {exc}")
             summary = None
         except (TofuError, ProcessTimeout, TaskFailure) as exc:
-            raise _as_failure(exc) from None
+            raise as_failure(exc) from None
         metadata: dict[str, Any] = {"operation": "plan"}
         if summary is not None:
             metadata["plan"] = MetadataValue.json(summary.as_dict())
@@ -521,8 +448,6 @@ def _add_assets(result: PipelineDefinitions, translator: InfraKitchenTranslator,
     graph, partitions, pipeline = result.graph, result.partitions, result.graph.pipeline
     batched = execution_mode(graph, execution, executor) == "batched"
     if batched:
-        from .batch import build_batched_asset
-
         result.assets.append(build_batched_asset(graph, translator, partitions))
     else:
         for name in graph.order:

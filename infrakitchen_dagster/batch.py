@@ -32,19 +32,19 @@ from dagster import (
     multi_asset,
 )
 
-from .assets import (
+from .failures import FAILED_TASKS, PIPELINE_TAG
+from .graph import PipelineGraph
+from .resources import InfraKitchenResource, TofuResource
+from .runtime import Outcome, OutcomeStatus, TaskRuntime
+from .steps import (
     NOT_MATERIALISED,
     RETRYABLE_ERRORS,
-    _as_failure,
+    as_failure,
     environment_of,
     is_refusal,
     make_runtime,
     outcome_metadata,
 )
-from .failures import FAILED_TASKS, PIPELINE_TAG
-from .graph import PipelineGraph
-from .resources import InfraKitchenResource, TofuResource
-from .runtime import Outcome, OutcomeStatus, TaskRuntime
 from .translator import InfraKitchenTranslator
 
 BATCH_OP = "batch"
@@ -100,7 +100,7 @@ class _Walk:
                     outcome = runtime.run_command(node, timeout=task.timeout)
                 return _Result(name, outcome=outcome)
             except RETRYABLE_ERRORS as exc:
-                failure = _as_failure(exc)
+                failure = as_failure(exc)
             if failure.allow_retries and attempt < task.retries:
                 attempt += 1
                 self.lines.put((logging.WARNING, f"{name}: attempt {attempt} failed; retrying "

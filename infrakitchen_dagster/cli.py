@@ -15,14 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import settings
+from .access import AccessControl, Permission, PermissionDenied, Role
 from .approvals import (
-    AccessControl,
     ApprovalError,
     Approvals,
-    Permission,
-    PermissionDenied,
     RequestStatus,
-    Role,
     decision_payload,
     gated,
     pipeline_named,

@@ -13,12 +13,14 @@ TOML too.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
 import tomllib
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dagster import Definitions, JobDefinition
@@ -64,6 +66,23 @@ def load_graphs(pipelines_dir: str | Path | None = None, *,
     return graphs, broken
 
 
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while definitions are built.
+
+    Building allocates hundreds of thousands of long-lived objects, and each full
+    collection meanwhile scans all of them again: for 10,000 resources that doubled the
+    load (measured: 3.0 s vs 1.6 s), so the cost grew faster than the estate. What is
+    built here is kept, not garbage; collection resumes as soon as the build is done."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _executor(executor: str | None) -> str:
     return executor or os.environ.get("INFRAKITCHEN_EXECUTOR", "auto")
 
@@ -81,13 +100,26 @@ def build_definitions(
     infrakitchen: InfraKitchenResource | None = None,
     translator: InfraKitchenTranslator | None = None,
     executor: str | None = None,
+    execution: str | None = None,
 ) -> Definitions:
     """Definitions for every `*.toml` in `pipelines_dir` (default: INFRAKITCHEN_PIPELINES),
     or for `pipeline_files` only (one code location per pipeline, see `write_workspace`).
 
     `executor` (default: INFRAKITCHEN_EXECUTOR, else auto): auto | in_process | forkserver |
     spawn | celery; auto runs chains in-process and parallel graphs with forkserver.
+    `execution` (default: INFRAKITCHEN_EXECUTION, else auto): auto | batched | per_step,
+    see `assets.execution_mode`.
     """
+    with _no_cycle_collection():
+        return _build_definitions(pipelines_dir, pipeline_files, tofu, infrakitchen,
+                                  translator, executor, execution)
+
+
+def _build_definitions(pipelines_dir: str | Path | None,
+                       pipeline_files: Iterable[str | Path] | None,
+                       tofu: TofuResource | None, infrakitchen: InfraKitchenResource | None,
+                       translator: InfraKitchenTranslator | None, executor: str | None,
+                       execution: str | None = None) -> Definitions:
     if pipeline_files is not None:
         graphs, broken = load_graphs(files=pipeline_files)
     else:
@@ -99,7 +131,7 @@ def build_definitions(
         warnings.warn(message, stacklevel=2)
     executor = _executor(executor)
     built: list[PipelineDefinitions] = [
-        build_pipeline(g, translator, executor) for g in graphs.values()
+        build_pipeline(g, translator, executor, execution) for g in graphs.values()
     ]
     teardown_jobs = [b.jobs_by_kind[TEARDOWN] for b in built if TEARDOWN in b.jobs_by_kind]
     sensors = ([build_run_failure_sensor(graphs, teardown_jobs), build_healing_sensor(graphs)]
@@ -169,13 +201,15 @@ def build_job(pipelines_dir: str | Path, job_name: str, *,
     """One job (`<job_prefix>__<kind>`) with its resources bound, built from its own
     pipeline file alone."""
     prefix, kind = split_job_name(job_name)
-    graph = load_graph(pipeline_file_for(pipelines_dir, prefix))
-    built = build_pipeline(graph, executor=_executor(executor), only=kind)
-    if kind not in built.jobs_by_kind:
-        raise ValueError(f"pipeline {graph.pipeline.name!r} has no {kind} job")
-    defs = Definitions(assets=built.assets, asset_checks=built.checks,
-                       jobs=[built.jobs_by_kind[kind]], resources=_resources(tofu, infrakitchen))
-    return defs.resolve_job_def(job_name)
+    with _no_cycle_collection():
+        graph = load_graph(pipeline_file_for(pipelines_dir, prefix))
+        built = build_pipeline(graph, executor=_executor(executor), only=kind)
+        if kind not in built.jobs_by_kind:
+            raise ValueError(f"pipeline {graph.pipeline.name!r} has no {kind} job")
+        defs = Definitions(assets=built.assets, asset_checks=built.checks,
+                           jobs=[built.jobs_by_kind[kind]],
+                           resources=_resources(tofu, infrakitchen))
+        return defs.resolve_job_def(job_name)
 
 
 def load_job_for_run(pipelines_dir: str, job_name: str) -> JobDefinition:

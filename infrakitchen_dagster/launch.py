@@ -168,12 +168,11 @@ def destroy_resources(graph: PipelineGraph, environment: str, task: str | None, 
     inst = instance()
     prefix = graph.pipeline.job_prefix
     tags = _run_tags(graph, environment, actor)
-    kwargs: dict[str, Any] = {}
-    if task is not None:
-        kwargs["op_selection"] = [f"{prefix}__destroy__{graph.nodes[n].op_name}"
-                                  for n in graph.expand(task)]
-    with execute_job(_job(f"{prefix}__destroy"), instance=inst,
-                     run_config=_run_config({}, False, False), tags=tags, **kwargs) as result:
+    run_config = _run_config({}, False, False)
+    if task is not None:  # the run's task list, not op selection: children-first holds
+        run_config["resources"]["infrakitchen"]["config"]["tasks"] = graph.expand(task)
+    with execute_job(_job(f"{prefix}__destroy"), instance=inst, run_config=run_config,
+                     tags=tags) as result:
         if not result.success:
             raise CliError(f"destroy run {result.run_id} failed; see `ik audit` and the run's "
                            "logs")

@@ -13,11 +13,30 @@ def home() -> Path:
     return Path(os.environ.get("INFRAKITCHEN_HOME", ".infrakitchen")).resolve()
 
 
+#: URL schemes whose SQLAlchemy default driver is not installed, and the one that is
+_DRIVERS = {"postgresql": "postgresql+psycopg2", "postgres": "postgresql+psycopg2"}
+
+
 def database_url() -> str:
+    """The lifecycle store: INFRAKITCHEN_DATABASE_URL, else SQLite in the home.
+
+    A plain `postgresql://` (or `postgres://`) URL gets the psycopg2 driver this package
+    installs; SQLAlchemy's default for it would be psycopg 3.
+    """
     url = os.environ.get("INFRAKITCHEN_DATABASE_URL")
-    if url:
-        return url
-    return f"sqlite:///{home() / 'infrakitchen.db'}"
+    if not url:
+        return f"sqlite:///{home() / 'infrakitchen.db'}"
+    scheme, sep, rest = url.partition("://")
+    return f"{_DRIVERS[scheme]}{sep}{rest}" if sep and scheme in _DRIVERS else url
+
+
+def working_root() -> Path:
+    """Per-resource working directories: INFRAKITCHEN_WORKING_ROOT, else <home>/work.
+
+    Set here rather than only on a `TofuResource`, the CLI and the sensors see the same
+    directories as the runs (crash reaping, `ik delete`)."""
+    configured = os.environ.get("INFRAKITCHEN_WORKING_ROOT")
+    return Path(configured).resolve() if configured else home() / "work"
 
 
 def pipelines_dir() -> Path:

@@ -131,7 +131,8 @@ class TofuSettings(BaseModel):
         default=None,
         description="CLI to run; default: INFRAKITCHEN_TOFU, else tofu, else terraform")
     working_root: str | None = Field(
-        default=None, description="Root of per-resource working dirs; default: <home>/work")
+        default=None, description="Root of per-resource working dirs; default: "
+                                  "INFRAKITCHEN_WORKING_ROOT, else <home>/work")
     plugin_cache_dir: str | None = Field(
         default=None, description="Shared provider plugin cache; default: <home>/plugin-cache")
     cli_config_file: str | None = Field(
@@ -154,7 +155,7 @@ class TofuSettings(BaseModel):
         return tofu_version(self.resolved_binary())
 
     def working_dir(self, pipeline: str, environment: str, task: str) -> Path:
-        root = Path(self.working_root) if self.working_root else settings.home() / "work"
+        root = Path(self.working_root) if self.working_root else settings.working_root()
         safe_task = re.sub(r"[^A-Za-z0-9_.=,-]", "_", task)
         return root / pipeline / environment / safe_task
 

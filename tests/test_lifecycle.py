@@ -414,3 +414,16 @@ def test_store_row_refuses(row_store, state, action):
     assert _key(after) == _key(record) and after.updated_at == record.updated_at
     last = row_store.audit_entries("rows", record.task)[-1]
     assert (last["action"], last["actor"]) == (f"{action.value}_refused", "mallory")
+
+
+@pytest.mark.postgres
+def test_a_plain_postgresql_url_works(postgres_database: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`postgresql://...` as people write it (SQLAlchemy alone would want psycopg 3)."""
+    plain = postgres_database.replace("postgresql+psycopg2://", "postgresql://")
+    monkeypatch.setenv("INFRAKITCHEN_DATABASE_URL", plain)
+    store = LifecycleStore()
+    assert store.url.startswith("postgresql+psycopg2://")
+    created = store.create("p", "t", "default", kind="resource", module=None, parents=[],
+                           actor="tester")
+    assert store.get("p", "t", "default") == created

@@ -12,7 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ..approvals import Approvals, Permission, PermissionDenied, gated
+from ..access import Permission, PermissionDenied
+from ..approvals import Approvals, gated
 from ..graph import Node, PipelineGraph
 from ..spec import Pipeline
 from ..store import LifecycleStore, RecordView

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..approvals import ApprovalRequest, Operation, Permission, RequestStatus
+from ..access import Permission
+from ..approvals import ApprovalRequest, Operation, RequestStatus
 from ..graph import TEARDOWN_BUILTINS, Node
 from ..store import RecordView, State
 from ..store.leases import Leases

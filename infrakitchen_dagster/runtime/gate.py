@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..access import Permission
 from ..approvals import (
     APPROVED,
     ApprovalError,
     ApprovalRequest,
     Operation,
-    Permission,
     RequestStatus,
     plan_text,
 )

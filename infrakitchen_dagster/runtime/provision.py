@@ -6,7 +6,7 @@ an approval flow the apply goes through `gate`.
 
 from __future__ import annotations
 
-from ..approvals import Permission
+from ..access import Permission
 from ..graph import Node
 from ..interpolation import InterpolationError
 from ..store import RecordView, State, Status
