@@ -196,9 +196,9 @@ def run_rows(base: Path, rows: list[tuple[str, str, str]]) -> None:
         ("10-long chain, no wait, vs sequential script", chain_pipeline(10), "chain", 10, 0,
          False, 3, "<= 1.3x"),
     ]
-    for label, pipeline, name, count, wait, parallel, repeat, goal in cases:
-        first, raw, again = versus(base, label.split(",")[0].replace(" ", "-"), pipeline,
-                                   name, count, wait, parallel, repeat)
+    for index, (label, pipeline, name, count, wait, parallel, repeat, goal) in enumerate(cases):
+        first, raw, again = versus(base, f"case-{index}", pipeline, name, count, wait,
+                                   parallel, repeat)
         rows.append((f"{label} (ik run)", f"{first:.1f}s vs {raw:.1f}s",
                      f"{first / raw:.2f}x (goal {goal})"))
         if label.startswith("8-wide fan-out, 5 s"):

@@ -118,13 +118,25 @@ class _Walk:
     # -- the walk, on the step's own thread --------------------------------------------
 
     def _drain(self) -> None:
+        """Log what the workers printed since the last call. Tool output (DEBUG) goes out
+        as one event per drain, not one per line: each event is a write to the run's
+        event log, and eight tofu processes print hundreds of lines."""
         log = self.context.log
+        pending: list[str] = []
         while True:
             try:
                 level, line = self.lines.get_nowait()
             except queue.Empty:
-                return
+                break
+            if level == logging.DEBUG:
+                pending.append(line)
+                continue
+            if pending:
+                log.debug("\n".join(pending))
+                pending = []
             log.log(level, line)
+        if pending:
+            log.debug("\n".join(pending))
 
     def run(self) -> Iterator[MaterializeResult]:
         chosen = set(self.selected)

@@ -261,24 +261,38 @@ class TofuWorkspace:
             (self.path / stale).unlink(missing_ok=True)
         manifest.write_text("\n".join(sorted(current)))
 
-    def _init_key(self) -> str:
-        files = sorted(p for p in self.path.glob("*.tf"))
+    def _digest(self, *, with_backend: bool) -> str:
         digest = hashlib.sha256(self.resource.resolved_binary().encode())
-        for f in files:
-            digest.update(f.name.encode() + f.read_bytes())
-        digest.update(repr(self.backend).encode())
+        for file in sorted(self.path.glob("*.tf")):
+            if with_backend or file.name != self.BACKEND_FILE:
+                digest.update(file.name.encode() + file.read_bytes())
+        lock_file = self.path / ".terraform.lock.hcl"
+        if lock_file.is_file():
+            digest.update(lock_file.read_bytes())
+        if with_backend:
+            digest.update(repr(self.backend).encode())
         return digest.hexdigest()
 
     def init(self) -> bool:
-        """`init`, skipped when module, backend and binary are unchanged since the last one."""
-        key = self._init_key()
+        """`init`, skipped when module, backend and binary are unchanged since the last one.
+
+        Terraform's plugin cache is not safe for concurrent installs, so the first init of
+        a module (per binary and provider requirements) runs alone; once it filled the
+        cache, inits of the same module only link from it and run side by side, as a
+        fan-out needs.
+        """
+        key = self._digest(with_backend=True)
         mark = self.path / self.INIT_MARK
         if mark.exists() and mark.read_text() == key and self.exists:
             return False
-        # Terraform's plugin cache is not safe for concurrent installs: serialise inits.
-        with open(self.resource.cache_dir() / ".infrakitchen-init.lock", "w") as lock:
+        cache = self.resource.cache_dir()
+        warm = cache / f".infrakitchen-warm-{self._digest(with_backend=False)[:32]}"
+        with open(cache / ".infrakitchen-init.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            if warm.exists():
+                fcntl.flock(lock, fcntl.LOCK_UN)  # the cache has what this module needs
             self.run("init", "-input=false", "-no-color", *self.backend.args())
+            warm.touch()
         mark.write_text(key)
         return True
 

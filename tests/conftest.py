@@ -186,6 +186,26 @@ def ik_in_process(*argv: str, check: bool = True) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(["ik", *argv], code, out.getvalue(), err.getvalue())
 
 
+def processes_in(directory: Path) -> list[str]:
+    """Live (non-zombie) processes whose working directory is `directory` or below it:
+    tofu, its provider plugins and `local-exec` children, as `pid: cmdline`."""
+    found = []
+    target = str(directory.resolve())
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            with open(f"/proc/{entry}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd == target or cwd.startswith(target + os.sep):
+            found.append(f"{entry}: {cmdline}")
+    return found
+
+
 def write_pipeline(directory: Path, name: str, text: str) -> Path:
     """Write `name.toml`; a pipeline using the shared modules under tests/fixtures/modules
     (outside its own directory) gets `allow_external_modules = true`, as a user's must."""

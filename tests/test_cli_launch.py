@@ -1,12 +1,18 @@
 """What `ik run` settles before it launches anything: a plain wf file (no [vars]) takes
 names from `--var`, and a run missing one is refused naming the task and the flag; the
-working root configured for runs is the one the CLI cleans."""
+working root configured for runs is the one the CLI cleans; and once it returns, nothing
+it started is still running."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from .conftest import FIXTURES, IkEnv, ik_in_process, write_pipeline
+import pytest
+
+from .conftest import FIXTURES, IkEnv, ik_in_process, processes_in, write_pipeline
 
 
 def test_a_missing_run_var_is_refused_before_anything_runs(store_env: IkEnv) -> None:
@@ -45,3 +51,36 @@ variables = {{ name = "net" }}
     ik_in_process("destroy", "rooted", "--task", "net")
     ik_in_process("delete", "rooted/net")
     assert not workdir.exists()  # `ik delete` cleaned the configured directory
+
+
+def _session_members(sid: int) -> list[str]:
+    """Live processes of session `sid` (from /proc), as `pid: cmdline`."""
+    members = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(f"{entry}: {cmdline.decode(errors='replace')}")
+    return members
+
+
+@pytest.mark.parametrize("execution", ["batched", "per_step"])
+def test_ik_run_leaves_no_process_behind(ik_env: IkEnv, execution: str) -> None:
+    """Everything `ik run` started (step processes, forkserver, tofu, guardians) has ended
+    when it returns: its session is empty."""
+    write_pipeline(ik_env.pipelines, "tidy", "\n".join(
+        ['name = "tidy"'] + [f'[tasks.r{i}]\nmodule = "{FIXTURES / "modules" / "step"}"\n'
+                             f'variables = {{ name = "r{i}" }}' for i in range(3)]))
+    env = {**ik_env.env, "INFRAKITCHEN_EXECUTION": execution,
+           "INFRAKITCHEN_EXECUTOR": "forkserver"}
+    process = subprocess.Popen([str(Path(sys.executable).parent / "ik"), "run", "tidy"],
+                               env=env, cwd=ik_env.root, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output.decode()[-3000:]
+    assert _session_members(process.pid) == []
+    assert processes_in(ik_env.home) == []  # tofu's own sessions (and their guardians)

@@ -28,7 +28,15 @@ from infrakitchen_dagster.store import LifecycleStore
 from infrakitchen_dagster.store.leases import Holder, Leases, Verdict, judge
 from infrakitchen_dagster.store.models import utcnow
 
-from .conftest import FIXTURES, IkEnv, Toolchain, ik_in_process, make_ik_env, write_pipeline
+from .conftest import (
+    FIXTURES,
+    IkEnv,
+    Toolchain,
+    ik_in_process,
+    make_ik_env,
+    processes_in,
+    write_pipeline,
+)
 
 STEP_MODULE = FIXTURES / "modules" / "step"
 WAIT_SECONDS = 120
@@ -42,24 +50,6 @@ def _wait(what: str, check: Callable[[], Any], seconds: float = WAIT_SECONDS) ->
             return found
         assert time.monotonic() < deadline, f"no {what} within {seconds:.0f}s"
         time.sleep(0.2)
-
-
-def _processes_in(directory: Path) -> list[str]:
-    """Live processes whose working directory is `directory` (tofu, plugins, children)."""
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-            with open(f"/proc/{entry}/stat") as handle:
-                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if cwd.startswith(str(directory.resolve())):
-            found.append(f"{entry}: {cmdline}")
-    return found
 
 
 def _inspect(task: str) -> dict[str, Any]:
@@ -105,7 +95,7 @@ def test_killed_ik_run_heals_on_the_next_run(store_env: IkEnv, tmp_path: Path) -
     assert (record["state"], record["status"]) == ("provisioned", "in_progress")
     dead_run = record["last_run_id"]
     # tofu's session (provider plugin, local-exec shell and its sleep) dies with the run
-    assert _wait("tofu's session to be stopped", lambda: not _processes_in(workdir),
+    assert _wait("tofu's session to be stopped", lambda: not processes_in(workdir),
                  seconds=60)
 
     # the next run, --force included, proceeds with no manual step (a fresh process: the
@@ -246,7 +236,7 @@ def test_killed_run_worker_under_the_daemon_heals_without_a_person(
         assert record["state"] == "provision"
         assert _wait("the dead run to be marked failed", lambda: instance.get_run_by_id(
             run.run_id).status == DagsterRunStatus.FAILURE, seconds=60)
-        assert _wait("tofu's session to be stopped", lambda: not _processes_in(workdir),
+        assert _wait("tofu's session to be stopped", lambda: not processes_in(workdir),
                      seconds=60)
 
     _pipeline(env, count_file, value="one", sleep=0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from dagster import (
     execute_job,
 )
 
-from .conftest import FIXTURES, IkEnv, make_ik_env, write_pipeline
+from .conftest import FIXTURES, IkEnv, make_ik_env, processes_in, write_pipeline
 
 STEP_MODULE = FIXTURES / "modules" / "step"
 CHAIN = ["provision-network", "provision-subnets", "provision-database", "provision-compute",
@@ -255,19 +254,6 @@ variables = {{ name = "flaky", fail_once_marker = "{marker}", count_file = "{cou
     assert (record["state"], record["status"]) == ("provisioned", "done")
 
 
-def _processes_under(directory: Path) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if cwd.startswith(str(directory)):
-            found.append(f"{pid} {cmdline}")
-    return found
-
-
 def test_timeout_stops_the_attempt_and_leaves_no_process(ik_env: IkEnv, tmp_path: Path) -> None:
     write_pipeline(ik_env.pipelines, "slow", f"""
 name = "slow"
@@ -286,7 +272,7 @@ variables = {{ name = "slow", sleep_seconds = 120 }}
     assert "timed out after 3s" in result.stdout + result.stderr
     # 3 s timeout + 4 s grace, plus Dagster's own start-up and tear-down
     assert elapsed < 3 + 4 + 25, f"took {elapsed:.1f}s"
-    assert _processes_under(ik_env.home) == []
+    assert processes_in(ik_env.home) == []
     record = ik_env.inspect("slow", "slow")
     assert (record["state"], record["status"]) == ("provision", "error")
 

@@ -25,7 +25,7 @@ from infrakitchen_dagster import build_definitions
 from infrakitchen_dagster.approvals import REQUEST_TAG
 from infrakitchen_dagster.resources import InfraKitchenResource, TofuResource
 
-from .conftest import FIXTURES, IkEnv, ik_in_process, write_pipeline
+from .conftest import FIXTURES, IkEnv, ik_in_process, processes_in, write_pipeline
 
 STEP_MODULE = FIXTURES / "modules" / "step"
 
@@ -214,7 +214,7 @@ variables = {{ name = "net", value = "one", sleep_seconds = 60, count_file = "{t
              if e["action"] == "mark_error"]
     assert marks and marks[-1]["run_id"] == run.run_id
     workdir = store_env.home / "work" / "slow" / "default" / "net"
-    assert _processes_in(workdir) == [], "tofu's children outlived the dead run"
+    assert processes_in(workdir) == [], "tofu's children outlived the dead run"
 
     # a new run converges: one resource in the state, the record provisioned
     pipeline = store_env.pipelines / "slow.toml"
@@ -260,17 +260,3 @@ destroy = "all"
             result.stdout + result.stderr)
         record = json.loads(_ik("inspect", "guarded/net", "--json").stdout)
         assert (record["state"], record["status"]) == ("provisioned", "done")
-
-
-def _processes_in(directory: Path) -> list[str]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if cwd.startswith(str(directory.resolve())):
-            found.append(f"{entry}: {cmdline}")
-    return found
