@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import re
+import sys
 import tomllib
 import warnings
 from collections.abc import Iterable, Iterator
@@ -129,6 +130,7 @@ def _build_definitions(pipelines_dir: str | Path | None,
         message = f"skipping broken pipeline: {error}"
         logger.error(message)
         warnings.warn(message, stacklevel=2)
+    _make_room_for(max((len(g.nodes) for g in graphs.values()), default=0))
     executor = _executor(executor)
     built: list[PipelineDefinitions] = [
         build_pipeline(g, translator, executor, execution) for g in graphs.values()
@@ -194,6 +196,15 @@ def declared_name(file: Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def _make_room_for(tasks: int) -> None:
+    """Dagster walks a job's graph recursively, a frame per op along a chain, so Python's
+    default limit (1,000 frames) stops a ~1,000-task chain: raise it to fit the longest
+    pipeline (plain Python frames, no C stack on Python 3.11)."""
+    needed = 3 * tasks + 1000
+    if sys.getrecursionlimit() < needed:
+        sys.setrecursionlimit(needed)
+
+
 def build_job(pipelines_dir: str | Path, job_name: str, *,
               tofu: TofuResource | None = None,
               infrakitchen: InfraKitchenResource | None = None,
@@ -203,6 +214,7 @@ def build_job(pipelines_dir: str | Path, job_name: str, *,
     prefix, kind = split_job_name(job_name)
     with _no_cycle_collection():
         graph = load_graph(pipeline_file_for(pipelines_dir, prefix))
+        _make_room_for(len(graph.nodes))
         built = build_pipeline(graph, executor=_executor(executor), only=kind)
         if kind not in built.jobs_by_kind:
             raise ValueError(f"pipeline {graph.pipeline.name!r} has no {kind} job")
