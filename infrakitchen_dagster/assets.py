@@ -43,6 +43,7 @@ from dagster import (
 )
 from dagster import DependencyDefinition as Dep
 
+from . import settings
 from .batch import build_batched_asset
 from .checks import build_drift_checks, build_drift_job
 from .distributed import CELERY, celery_executor_def, is_distributed
@@ -148,7 +149,7 @@ def choose_executor(graph: PipelineGraph, preference: str = "auto") -> ExecutorD
     if preference == "in_process" or (preference == "auto" and graph.width <= 1):
         return in_process_executor
     start_method = "spawn" if preference == "spawn" else "forkserver"
-    concurrency = max(1, min(graph.width, int(os.environ.get("INFRAKITCHEN_MAX_PARALLEL", 8))))
+    concurrency = max(1, min(graph.width, settings.max_parallel()))
     return multiprocess_executor.configured(
         {"max_concurrent": concurrency, "start_method": {start_method: {}}},
         name=f"infrakitchen_{start_method}",

@@ -13,7 +13,6 @@ own thread drains, and only that thread yields events.
 """
 
 import logging
-import os
 import queue
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from dagster import (
     multi_asset,
 )
 
+from . import settings
 from .failures import FAILED_TASKS, PIPELINE_TAG
 from .graph import PipelineGraph
 from .resources import InfraKitchenResource, TofuResource
@@ -48,10 +48,6 @@ from .steps import (
 from .translator import InfraKitchenTranslator
 
 BATCH_OP = "batch"
-
-
-def max_parallel() -> int:
-    return max(1, int(os.environ.get("INFRAKITCHEN_MAX_PARALLEL", "8")))
 
 
 def batch_op_name(graph: PipelineGraph) -> str:
@@ -146,7 +142,7 @@ class _Walk:
         stopped: set[str] = set()
         failed: list[_Result] = []
         futures: dict[Future[_Result], str] = {}
-        with ThreadPoolExecutor(max_workers=max_parallel(),
+        with ThreadPoolExecutor(max_workers=settings.max_parallel(),
                                 thread_name_prefix="infrakitchen-task") as pool:
             while waiting or futures:
                 for name in list(waiting):

@@ -387,14 +387,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
                        f"resource can be deleted (run `ik destroy {pipeline} --task {task}`)",
                        code=2)
     store.delete(record, actor=args.actor)
+    from .runtime.healing import record_working_dir
     from .tofu import TofuSettings
 
     try:
-        node = _graph(pipeline).nodes.get(task)
+        graph: PipelineGraph | None = _graph(pipeline)
     except PipelineError:
-        node = None
-    directory = TofuSettings().working_dir(pipeline, env, node.asset_name if node else task)
-    shutil.rmtree(directory, ignore_errors=True)
+        graph = None
+    shutil.rmtree(record_working_dir(TofuSettings(), record, graph), ignore_errors=True)
     print(f"deleted {pipeline}/{task} ({env}); its audit entries are kept, archived")
     return 0
 

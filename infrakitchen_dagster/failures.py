@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from dagster import DagsterEventType, DagsterInstance, DagsterRun
 
 from .graph import PipelineGraph
-from .runtime.healing import heal
+from .runtime.healing import heal, record_working_dir
 from .store import LifecycleStore, Status
 from .tofu import TofuSettings
 
@@ -81,10 +81,8 @@ def mark_crashed_resources(store: LifecycleStore, run: DagsterRun, graph: Pipeli
     marked = []
     for record in store.records(graph.pipeline.name):
         if record.status == Status.IN_PROGRESS and record.last_run_id == run.run_id:
-            node = graph.nodes.get(record.task)
-            directory = tofu.working_dir(graph.pipeline.name, record.environment,
-                                         node.asset_name if node else record.task)
-            heal(store, record, directory, actor=actor, run_id=run.run_id)
+            heal(store, record, record_working_dir(tofu, record, graph), actor=actor,
+                 run_id=run.run_id)
             marked.append(record.task)
     return marked
 

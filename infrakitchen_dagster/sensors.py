@@ -36,7 +36,7 @@ from .failures import (
 )
 from .graph import PipelineGraph
 from .resources import InfraKitchenResource, TofuResource, run_config_vars
-from .runtime.healing import heal
+from .runtime.healing import heal, record_working_dir
 from .store import LifecycleStore
 from .store.leases import Leases
 
@@ -185,10 +185,8 @@ def build_healing_sensor(graphs: Mapping[str, PipelineGraph]) -> SensorDefinitio
             graph = graphs.get(record.pipeline)
             if graph is None:
                 continue
-            node = graph.nodes.get(record.task)
-            directory = tofu.working_dir(record.pipeline, record.environment,
-                                         node.asset_name if node else record.task)
-            heal(store, record, directory, actor=HEALING_SENSOR, run_id=None,
+            heal(store, record, record_working_dir(tofu, record, graph),
+                 actor=HEALING_SENSOR, run_id=None,
                  report_dead_run=lambda run_id, reason: report_dead_run(
                      context.instance, run_id, reason))
             healed.append(f"{record.pipeline}/{record.task} ({record.environment})")

@@ -39,6 +39,11 @@ def working_root() -> Path:
     return Path(configured).resolve() if configured else home() / "work"
 
 
+def max_parallel() -> int:
+    """How many tasks run side by side in one run: INFRAKITCHEN_MAX_PARALLEL (default 8)."""
+    return max(1, int(os.environ.get("INFRAKITCHEN_MAX_PARALLEL", "8")))
+
+
 def pipelines_dir() -> Path:
     return Path(os.environ.get("INFRAKITCHEN_PIPELINES", "pipelines"))
 

@@ -369,16 +369,20 @@ class TofuWorkspace:
             return None
         return int(state.get("serial", 0)), str(state.get("lineage", ""))
 
-    def outputs(self) -> dict[str, dict[str, Any]]:
-        """`output -json`, read once and never logged (it holds the real secret values).
-
-        With a local backend the same values come from the state file, without a process.
-        """
+    def applied(self) -> tuple[dict[str, dict[str, Any]], tuple[int, str] | None]:
+        """(outputs, state identity) after an apply, from one read of a local backend's
+        state file (no process); elsewhere `output -json` and no identity (telling it would
+        cost another process). Never logged: outputs hold the real secret values."""
         state = self._local_state()
-        if state is not None:
-            return {name: {"value": data.get("value"), "type": data.get("type"),
-                           "sensitive": bool(data.get("sensitive", False))}
-                    for name, data in (state.get("outputs") or {}).items()}
+        if state is None:
+            return self.outputs(), None
+        outputs = {name: {"value": data.get("value"), "type": data.get("type"),
+                          "sensitive": bool(data.get("sensitive", False))}
+                   for name, data in (state.get("outputs") or {}).items()}
+        return outputs, (int(state.get("serial", 0)), str(state.get("lineage", "")))
+
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        """`output -json`, read once and never logged (it holds the real secret values)."""
         argv = [self.resource.resolved_binary(), "output", "-json", "-no-color"]
         try:
             done = subprocess.run(argv, cwd=self.path, env=self.env, capture_output=True,

@@ -64,8 +64,7 @@ def apply(ctx: RunContext, record: RecordView, change: Change,
             workspace.apply_saved(plan_file)
         else:
             plan, _result = workspace.apply_now()
-        raw_outputs = workspace.outputs()
-        identity = workspace.local_state_identity()
+        raw_outputs, identity = workspace.applied()
     except BaseException as exc:
         failed(ctx, record, exc)
         raise

@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..graph import Node
+from ..graph import Node, PipelineGraph
 from ..process import reap_processes_in
 from ..store import LifecycleStore, RecordView, Status
 from ..store.leases import Leases, Verdict
 from ..store.lifecycle import Action
+from ..tofu import TofuSettings
 from .context import RunContext
 
 STATE_FILE = "terraform.tfstate"
@@ -50,6 +51,15 @@ def release_stale_state_lock(directory: Path) -> str | None:
             return lock_id or "unknown"
         finally:
             fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
+def record_working_dir(tofu: TofuSettings, record: RecordView,
+                       graph: PipelineGraph | None) -> Path:
+    """The working directory of `record`, also when its task left the pipeline (or the
+    pipeline no longer loads): then the task name stands for the asset name."""
+    node = graph.nodes.get(record.task) if graph is not None else None
+    return tofu.working_dir(record.pipeline, record.environment,
+                            node.asset_name if node else record.task)
 
 
 def heal(store: LifecycleStore, record: RecordView, directory: Path, *, actor: str,
