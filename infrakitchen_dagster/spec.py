@@ -99,6 +99,30 @@ class Integration(_Strict):
     env: dict[str, str | FromEnv] = Field(default_factory=dict)
 
 
+class Rule(_Strict):
+    """Validation rules of one variable (`rules = { VAR = { ... } }` on a task), checked on
+    the resolved value before any tofu runs; module `validation` blocks stay tofu's job."""
+
+    regex: str | None = None
+    min_length: NonNegativeInt | None = None
+    max_length: NonNegativeInt | None = None
+    min: float | None = None
+    max: float | None = None
+    options: list[Scalar] | None = None
+
+
+NOTIFICATION_EVENTS = ("approval_requested", "approved", "rejected", "applied", "failed",
+                       "drift_detected", "destroyed")
+
+
+class Notifications(_Strict):
+    """`[notifications]`: Apprise URLs told about the listed lifecycle events."""
+
+    urls: list[str] = Field(default_factory=list)
+    events: list[Literal[NOTIFICATION_EVENTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(NOTIFICATION_EVENTS))
+
+
 class Backend(_Strict):
     type: str = "local"
     config: dict[str, Scalar] = Field(default_factory=dict)
@@ -156,6 +180,7 @@ class Task(_Strict):
     frozen: list[str] = Field(default_factory=list)
     sensitive: list[str] = Field(default_factory=list)
     unique: list[str] = Field(default_factory=list)
+    rules: dict[str, Rule] = Field(default_factory=dict)
     if_: str | None = Field(default=None, alias="if")
     ignore_failure: bool = False
     matrix: dict[str, list[Scalar]] | None = None
@@ -221,6 +246,10 @@ class Pipeline(_Strict):
     allow_self_approval: StrictBool = False
     #: Whether `module` may point outside the directory holding this TOML file.
     allow_external_modules: StrictBool = False
+    #: Apprise notifications of lifecycle events.
+    notifications: Notifications | None = None
+    #: Rego policy files (globs relative to this TOML) evaluated on every plan.
+    policies: list[str] = Field(default_factory=list)
     path: str = Field(default="", exclude=True)
 
     @field_validator("name")
@@ -291,6 +320,12 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
             continue
         if model is Pipeline and key == "triggers":
             model, i = Trigger, i + 2
+            continue
+        if model is Pipeline and key == "notifications":
+            model, i = Notifications, i + 1
+            continue
+        if model is Task and key == "rules":
+            model, i = Rule, i + 2
             continue
         if model is Integration and key == "env":
             model, i = FromEnv, i + 2

@@ -118,6 +118,10 @@ class RecordView:
     drift: dict[str, Any] | None
     state_serial: int | None
     state_lineage: str | None
+    source: dict[str, Any] | None
+    labels: dict[str, Any] | None
+    tags: dict[str, Any] | None
+    policy: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
 
@@ -155,6 +159,10 @@ class RecordView:
             "last_run_id": self.last_run_id,
             "error": self.error,
             "drift": self.drift,
+            "source": self.source,
+            "labels": self.labels or {},
+            "tags": self.tags or {},
+            "policy": self.policy,
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }

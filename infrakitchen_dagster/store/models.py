@@ -49,6 +49,15 @@ class ResourceRecord(Base):
     #: apply from elsewhere) is a change even when the configuration is not
     state_serial: Mapped[int | None] = mapped_column(Integer)
     state_lineage: Mapped[str | None] = mapped_column(String(64))
+    #: where the module came from: {"module", "ref", "commit"} (commit for git sources)
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    #: the task's labels ({key: value})
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    #: {"dependency_tags": [...], "dependency_configs": [...], "inherited_tags": [...],
+    #:  "inherited_configs": [...]}: own entries, and effective inherited ones with `from`
+    tags: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    #: the last policy evaluation: {"digest", "operation", "deny": [...], "warn": [...]}
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
