@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from . import settings
 from .access import AccessControl, Permission
 from .crypto import box
+from .notify import Event, Notifier
 from .signatures import SignatureError, Signer, canonical_payload
 from .signatures import verify as verify_signature
 from .spec import Pipeline, PipelineError, read_pipeline
@@ -363,6 +364,7 @@ class Approvals:
                 decided = ApprovalRequest.of(row)
             if not approve:
                 _remove_plans([decided.plan_path])  # a rejected plan is never applied
+            _notify_decision(decided, spec, self.store)
             return decided
         except IllegalTransition as exc:
             raise ApprovalError(f"request {request_id}: {exc}") from None
@@ -604,6 +606,20 @@ class Approvals:
                                 f"approval (sha256 {actual[:12]}… != {request.plan_sha256[:12]}…)"
                                 "; refusing to apply it")
         return path
+
+
+def _notify_decision(request: ApprovalRequest, spec: Pipeline | None,
+                     store: LifecycleStore) -> None:
+    """Tell the pipeline's `[notifications]` about a decision, wherever it was taken
+    (`ik`, the UI, the Python API); delivery runs on its own thread."""
+    kind = "approved" if request.status == RequestStatus.APPROVED else "rejected"
+    Notifier.of(spec, store).send(Event(
+        kind=kind, pipeline=request.pipeline, task=request.task,
+        environment=request.environment, operation=request.operation,
+        request_id=request.id, plan=request.plan_summary, asked_by=request.requested_by,
+        decided_by=request.decided_by, reason=request.reason),
+        secrets=[str(v) for k, v in request.proposed_variables.items()
+                 if k in request.sensitive_variables])
 
 
 def decision_payload(request: ApprovalRequest, approve: bool) -> bytes:

@@ -43,7 +43,9 @@ from dagster import (
 )
 from dagster import DependencyDefinition as Dep
 
-from . import settings
+from . import policy_check, settings
+from .approval_check import build_approval_checks
+from .approve_job import build_approve_job
 from .batch import build_batched_asset
 from .checks import build_drift_checks, build_drift_job
 from .distributed import CELERY, celery_executor_def, is_distributed
@@ -62,6 +64,11 @@ from .steps import (
     is_refusal,
     make_runtime,
     outcome_metadata,
+    pending_summary,
+    perform,
+    principal_of,
+    report_outcome,
+    tag_ui_run,
 )
 from .store import IllegalTransition
 from .tofu import TofuError
@@ -74,7 +81,9 @@ BACKEND_TAG = "infrakitchen/state-backend"
 #: the jobs of a pipeline, named `<job_prefix>__<kind>`
 PROVISION, PLAN, DESTROY, DRIFT_CHECK, TEARDOWN = (
     "provision", "plan", "destroy", "drift_check", "teardown")
-JOB_KINDS = (PROVISION, PLAN, DESTROY, DRIFT_CHECK, TEARDOWN)
+#: deciding approval requests from the Launchpad (pipelines with gated resources)
+APPROVE = "approve"
+JOB_KINDS = (PROVISION, PLAN, DESTROY, DRIFT_CHECK, TEARDOWN, APPROVE)
 
 
 def split_job_name(job_name: str) -> tuple[str, str]:
@@ -117,11 +126,12 @@ def execution_mode(graph: PipelineGraph, preference: str | None = None,
                    executor: str | None = None) -> str:
     """`batched` (one step walks the DAG with threads) or `per_step` (one step per task).
 
-    `preference` (default: INFRAKITCHEN_EXECUTION, else auto). auto picks batched for
-    pipelines whose tasks can run side by side, where per-step processes cost most (see
-    bench/), and per_step for chains, which keep a step, retry and hook per task in the UI
-    at a small cost. Under a distributed `executor` (celery) auto is per_step, so that
-    the steps spread over the workers.
+    `preference` (default: INFRAKITCHEN_EXECUTION, else auto). auto picks batched: it is
+    the faster on fan-outs (no process per step) and on chains too (a child starts as soon
+    as its parent's apply ends, without a step's events in between; see bench/). per_step
+    keeps a step, a retry and a hook per task in the UI, for those who want that view.
+    Under a distributed `executor` (celery) auto is per_step, so that the steps spread
+    over the workers.
     """
     preference = preference or os.environ.get("INFRAKITCHEN_EXECUTION", "auto")
     if preference not in EXECUTION_MODES:
@@ -130,7 +140,7 @@ def execution_mode(graph: PipelineGraph, preference: str | None = None,
     if preference == "auto":
         if is_distributed(executor):
             return "per_step"
-        return "batched" if graph.width > 1 else "per_step"
+        return "batched"
     return preference
 
 
@@ -175,13 +185,17 @@ def build_task_asset(graph: PipelineGraph, node: Node, translator: InfraKitchenT
     def _task_asset(context: AssetExecutionContext, tofu: TofuResource,
                     infrakitchen: InfraKitchenResource) -> Iterator[MaterializeResult]:
         runtime = make_runtime(graph, context, tofu, infrakitchen, environment_of(context))
+        principal = principal_of(context)
+        tag_ui_run(context, graph, principal)
         try:
-            if node.kind in ("resource", "abstract"):
-                outcome = runtime.provision(node, timeout=task.timeout)
-            else:
-                outcome = runtime.run_command(node, timeout=task.timeout)
+            outcome = perform(runtime, node, principal)
         except RETRYABLE_ERRORS as exc:
+            policy_check.report(context, spec.key, runtime.environment, error=exc)
             raise as_failure(exc) from None
+        policy_check.report(context, spec.key, runtime.environment, record=outcome.record)
+        report_outcome(context, graph, node, spec.key, outcome)
+        if (summary := pending_summary(graph, [outcome])) is not None:
+            context.log.warning(summary)
         if outcome.status in NOT_MATERIALISED:
             # Not materialised: Dagster skips everything downstream and the run succeeds.
             # An approval gate says so on the asset's timeline.
@@ -332,7 +346,11 @@ def _destroy_op(graph: PipelineGraph, translator: InfraKitchenTranslator, name: 
             outcome = runtime.destroy(node.name, timeout=node.task.timeout, requested=True)
         except (TofuError, ProcessTimeout, TaskFailure, InterpolationError,
                 IllegalTransition) as exc:
+            policy_check.report(context, translator.get_asset_key(graph, node),
+                                runtime.environment, error=exc)
             raise as_failure(exc) from None
+        policy_check.report(context, translator.get_asset_key(graph, node),
+                            runtime.environment, record=outcome.record)
         metadata = {"operation": "destroy", "outcome": outcome.status.value,
                     "state": outcome.record.state if outcome.record else "none"}
         if outcome.request_id is not None:
@@ -342,6 +360,7 @@ def _destroy_op(graph: PipelineGraph, translator: InfraKitchenTranslator, name: 
         context.log_event(AssetObservation(
             asset_key=translator.get_asset_key(graph, node), metadata=metadata,
             partition=context.partition_key if context.has_partition_key else None))
+        report_outcome(context, graph, node, translator.get_asset_key(graph, node), outcome)
         if outcome.status not in NOT_MATERIALISED:
             yield Output(None)  # waiting for approval: the parents' destroys are skipped
 
@@ -425,6 +444,8 @@ def build_pipeline(graph: PipelineGraph, translator: InfraKitchenTranslator | No
         if wanted(DRIFT_CHECK):
             keys = {n: translator.get_asset_key(graph, graph.nodes[n]) for n in graph.resources}
             result.checks.append(build_drift_checks(graph, keys))
+            if pipeline.policies:  # the check the plans' verdicts are reported on
+                result.checks.append(policy_check.build_policy_checks(graph, keys))
             drift_job = build_drift_job(graph, list(keys.values()))
             result.add_job(DRIFT_CHECK, drift_job)
             if pipeline.drift_schedule and only is None:
@@ -436,11 +457,27 @@ def build_pipeline(graph: PipelineGraph, translator: InfraKitchenTranslator | No
         provision = result.jobs_by_kind[PROVISION]
         result.schedules.extend(build_trigger_schedules(graph, provision))
         result.sensors.extend(build_file_watch_sensors(graph, provision))
+    if wanted(APPROVE):
+        _add_approvals(result, translator, with_checks=only is None)
     if wanted(TEARDOWN):
         teardown = build_teardown_job(graph)
         if teardown is not None:
             result.add_job(TEARDOWN, teardown)
     return result
+
+
+def _add_approvals(result: PipelineDefinitions, translator: InfraKitchenTranslator,
+                   with_checks: bool) -> None:
+    """The `<prefix>__approve` job and (`with_checks`: beside the assets) the `approval`
+    checks of the gated resources."""
+    graph = result.graph
+    keys = {n: translator.get_asset_key(graph, graph.nodes[n]) for n in graph.resources}
+    checks = build_approval_checks(graph, keys)
+    if checks is None:
+        return
+    if with_checks:
+        result.checks.append(checks)
+    result.add_job(APPROVE, build_approve_job(graph, keys))
 
 
 def _add_assets(result: PipelineDefinitions, translator: InfraKitchenTranslator,

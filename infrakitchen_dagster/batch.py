@@ -14,6 +14,7 @@ own thread drains, and only that thread yields events.
 
 import logging
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -31,11 +32,12 @@ from dagster import (
     multi_asset,
 )
 
-from . import settings
+from . import policy_check, settings
 from .failures import FAILED_TASKS, PIPELINE_TAG
 from .graph import PipelineGraph
 from .resources import InfraKitchenResource, TofuResource
 from .runtime import Outcome, OutcomeStatus, TaskRuntime
+from .runtime.prewarm import prewarm
 from .steps import (
     NOT_MATERIALISED,
     RETRYABLE_ERRORS,
@@ -44,6 +46,11 @@ from .steps import (
     is_refusal,
     make_runtime,
     outcome_metadata,
+    pending_summary,
+    perform,
+    principal_of,
+    report_outcome,
+    tag_ui_run,
 )
 from .translator import InfraKitchenTranslator
 
@@ -59,6 +66,8 @@ class _Result:
     name: str
     outcome: Outcome | None = None
     failure: Failure | None = None
+    #: what the task raised (a policy deny carries the verdict the check reports)
+    error: BaseException | None = None
 
 
 class _Walk:
@@ -72,6 +81,9 @@ class _Walk:
         self.environment = environment_of(context)
         self.selected = selected
         self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
+        self.principal = principal_of(context)
+        tag_ui_run(context, graph, self.principal)
+        self.outcomes: list[Outcome] = []
 
     # -- one task, on a worker thread ---------------------------------------------------
 
@@ -90,13 +102,9 @@ class _Walk:
         while True:
             runtime = self._runtime(name)
             try:
-                if node.kind in ("resource", "abstract"):
-                    outcome = runtime.provision(node, timeout=task.timeout)
-                else:
-                    outcome = runtime.run_command(node, timeout=task.timeout)
-                return _Result(name, outcome=outcome)
+                return _Result(name, outcome=perform(runtime, node, self.principal))
             except RETRYABLE_ERRORS as exc:
-                failure = as_failure(exc)
+                failure, error = as_failure(exc), exc
             if failure.allow_retries and attempt < task.retries:
                 attempt += 1
                 self.lines.put((logging.WARNING, f"{name}: attempt {attempt} failed; retrying "
@@ -108,8 +116,8 @@ class _Walk:
                                 f"teardown {task.on_failure!r}"))
                 runtime.run_teardown(task.on_failure, failed_task=name,
                                      error_message=failure.description or "failed",
-                                     failed_run_id=self.context.run_id)
-            return _Result(name, failure=failure)
+                                     failed_run_id=self.context.run.run_id)
+            return _Result(name, failure=failure, error=error)
 
     # -- the walk, on the step's own thread --------------------------------------------
 
@@ -142,9 +150,11 @@ class _Walk:
         stopped: set[str] = set()
         failed: list[_Result] = []
         futures: dict[Future[_Result], str] = {}
+        warmer = self._prewarm([n for n in waiting if parents[n]])
         with ThreadPoolExecutor(max_workers=settings.max_parallel(),
                                 thread_name_prefix="infrakitchen-task") as pool:
-            while waiting or futures:
+
+            def start_ready() -> None:
                 for name in list(waiting):
                     if any(p in stopped for p in parents[name]):
                         waiting.remove(name)
@@ -154,21 +164,43 @@ class _Walk:
                     elif all(p in finished for p in parents[name]):
                         waiting.remove(name)
                         futures[pool.submit(self._run_task, name)] = name
-                done, _ = wait(futures, timeout=0.2, return_when=FIRST_COMPLETED)
-                self._drain()
-                for future in done:
-                    futures.pop(future)
-                    result = future.result()
-                    event = self._finish(result, finished, stopped, failed)
-                    if event is not None:
-                        yield event
+
+            try:
+                start_ready()
+                while futures:
+                    done, _ = wait(futures, timeout=0.2, return_when=FIRST_COMPLETED)
+                    self._drain()
+                    events = []
+                    for future in done:
+                        futures.pop(future)
+                        events.append(self._finish(future.result(), finished, stopped, failed))
+                    start_ready()  # children start before their parents' events go out
+                    yield from (event for event in events if event is not None)
+            finally:
+                warmer.join()
         self._drain()
+        if (summary := pending_summary(self.graph, self.outcomes)) is not None:
+            self.context.log.warning(summary)
         if failed:
             raise self._failure(failed)
+
+    def _prewarm(self, names: list[str]) -> threading.Thread:
+        """Initialise the working directories of tasks that wait for parents while the
+        first ones run (`runtime.prewarm`); two at a time, beside the applies."""
+        runtime = make_runtime(self.graph, self.context, self.tofu, self.infrakitchen,
+                               self.environment)
+        runtime.log = runtime.progress = lambda _line: None
+        nodes = [self.graph.nodes[n] for n in names]
+        thread = threading.Thread(target=prewarm, args=(runtime, nodes, 2),
+                                  name="infrakitchen-prewarm", daemon=True)
+        thread.start()
+        return thread
 
     def _finish(self, result: _Result, finished: set[str], stopped: set[str],
                 failed: list[_Result]) -> MaterializeResult | None:
         key = self.keys[result.name]
+        policy_check.report(self.context, key, self.environment, error=result.error,
+                            record=result.outcome.record if result.outcome else None)
         if result.failure is not None:
             stopped.add(result.name)
             failed.append(result)
@@ -176,6 +208,8 @@ class _Walk:
             return None
         outcome = result.outcome
         assert outcome is not None
+        self.outcomes.append(outcome)
+        report_outcome(self.context, self.graph, self.graph.nodes[result.name], key, outcome)
         metadata = outcome_metadata(outcome)
         if outcome.status in NOT_MATERIALISED:
             stopped.add(result.name)

@@ -15,6 +15,7 @@ from typing import Any
 
 from dagster import (
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
@@ -98,7 +99,8 @@ def _check_one(graph: PipelineGraph, node: Node, key: AssetKey,
 def build_drift_job(graph: PipelineGraph, keys: list[AssetKey]) -> Any:
     return define_asset_job(
         name=f"{graph.pipeline.job_prefix}__drift_check",
-        selection=AssetSelection.checks_for_assets(*keys),
+        # the drift checks only: the resources' other checks (policy, ...) have their own runs
+        selection=AssetSelection.checks(*(AssetCheckKey(key, DRIFT_CHECK) for key in keys)),
         executor_def=in_process_executor,
         tags={"infrakitchen/pipeline": graph.pipeline.name, "infrakitchen/job": "drift"},
         description=f"Drift checks of every resource of {graph.pipeline.name}",

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,9 +28,11 @@ from .approvals import (
 )
 from .errors import CliError
 from .graph import PipelineGraph, find_pipeline, load_graph, names_from_run_vars
+from .module_schema import ModuleSchema, ModuleSchemaError, applied_module_schema, text_lines
 from .signatures import SignatureError, sign
 from .spec import PipelineError, read_pipeline
-from .store import IllegalTransition, LifecycleStore, State, default_actor
+from .store import IllegalTransition, LifecycleStore, RecordView, State, default_actor
+from .store.lifecycle import deletable
 
 
 def _graph(name: str) -> PipelineGraph:
@@ -135,15 +138,45 @@ def cmd_run(args: argparse.Namespace, job_suffix: str = "provision") -> int:
     if (job_suffix == "provision" and not from_failure and not getattr(args, "force", False)
             and _up_to_date(graph, environment, runtime_vars, selection, args.actor)):
         return 0
-    from .launch import run_pipeline_job
+    warming = (_prewarm_in_background(graph, environment, runtime_vars, selection, args.actor)
+               if job_suffix == "provision" and not from_failure else None)
+    from .launch import run_pipeline_job  # imports Dagster while the inits run
 
-    result = run_pipeline_job(
-        graph, job_suffix, environment=environment, runtime_vars=runtime_vars,
-        select=selection, actor=args.actor, force=getattr(args, "force", False),
-        print_output=getattr(args, "print_output", False),
-        from_failure=getattr(args, "from_failure", None),
-    )
+    try:  # a task whose directory is still being initialised waits for it (its lock)
+        result = run_pipeline_job(
+            graph, job_suffix, environment=environment, runtime_vars=runtime_vars,
+            select=selection, actor=args.actor, force=getattr(args, "force", False),
+            print_output=getattr(args, "print_output", False),
+            from_failure=getattr(args, "from_failure", None),
+        )
+    finally:
+        if warming is not None:
+            warming.join()
     return 0 if result.success else 1
+
+
+def _prewarm_in_background(graph: PipelineGraph, environment: str,
+                           runtime_vars: dict[str, str], selection: list[str],
+                           actor: str) -> threading.Thread:
+    """Initialise the working directories of the resources to run while Dagster loads
+    (see `runtime.prewarm`); quiet: the run reports any problem in its own turn."""
+    from .runtime import RunContext
+    from .runtime.prewarm import prewarm
+    from .tofu import TofuSettings
+
+    names = ([n for item in selection for n in graph.expand(item)] if selection
+             else list(graph.order))
+    context = RunContext(graph=graph, environment=environment, store=LifecycleStore(),
+                         tofu=TofuSettings(), runtime_vars=runtime_vars, actor=actor,
+                         log=_quiet, progress=_quiet)
+    thread = threading.Thread(target=prewarm, args=(context, [graph.nodes[n] for n in names]),
+                              name="infrakitchen-prewarm", daemon=True)
+    thread.start()
+    return thread
+
+
+def _quiet(_line: str) -> None:
+    return None
 
 
 def _up_to_date(graph: PipelineGraph, environment: str, runtime_vars: dict[str, str],
@@ -201,18 +234,40 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 def cmd_resources(args: argparse.Namespace) -> int:
     viewable = _viewable(args.actor)
-    records = [r.public() for r in LifecycleStore().records(args.pipeline)
-               if viewable(r.pipeline)]
+    wanted = _parse_labels(args.label)
+    stored = LifecycleStore().records(args.pipeline)
+    hidden = sum(1 for r in stored if not viewable(r.pipeline))
+    records = [r.public() for r in stored
+               if viewable(r.pipeline)
+               and all((r.labels or {}).get(k) == v for k, v in wanted.items())]
+    note = (f"{hidden} hidden: records of pipelines {args.actor!r} may not view (read role "
+            "needed)") if hidden else ""
     if args.json:
         print(json.dumps(records, indent=2, default=str))
+        if note:
+            print(note, file=sys.stderr)  # stdout stays one JSON document
         return 0
     if not records:
-        print("no resources")
+        print("no resources" + (f" ({note})" if note else ""))
         return 0
     rows = [(r["pipeline"], r["task"], r["environment"], r["state"], r["status"],
-             str(r["revision"])) for r in records]
-    _table(("PIPELINE", "TASK", "ENV", "STATE", "STATUS", "REV"), rows)
+             str(r["revision"]), ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items())))
+            for r in records]
+    _table(("PIPELINE", "TASK", "ENV", "STATE", "STATUS", "REV", "LABELS"), rows)
+    if note:
+        print(note)
     return 0
+
+
+def _parse_labels(pairs: Sequence[str]) -> dict[str, str]:
+    """`--label key=value` filters: every one must match the record's labels."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--label expects KEY=VALUE, got {pair!r}")
+        labels[key.strip()] = value
+    return labels
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -227,6 +282,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     pending = [r.public() for r in Approvals(store).open_for(record)]
     data["open_requests"] = pending
     data["pending_update"] = next((r for r in pending if r["operation"] == "update"), None)
+    schema, why_not = _record_schema(record)
+    data["schema"] = schema.as_dict() if schema else None
+    if why_not:
+        data["schema_unavailable"] = why_not
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
@@ -239,11 +298,57 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print("variables:")
     for key, value in data["variables"].items():
         print(f"  {key} = {json.dumps(value)}")
+    if data.get("policy"):  # the last verdict of the pipeline's policies on a plan
+        verdict = data["policy"]
+        print(f"policy:      {verdict.get('operation')} plan, {len(verdict.get('deny', []))} "
+              f"denied, {len(verdict.get('warn', []))} warning(s) (digest "
+              f"{str(verdict.get('digest', ''))[:12]}, {verdict.get('evaluated_at', '?')})")
+        for kind in ("deny", "warn"):
+            for message in verdict.get(kind, []):
+                print(f"  {kind}: {message}")
     for request in pending:
         print(f"open request {request['id']}: {request['operation']} {request['status']} "
               f"(plan {plan_text(request['plan_summary'])})")
         for key, change in request["diff"].items():
             print(f"  {key}: {json.dumps(change['old'])} -> {json.dumps(change['new'])}")
+    for line in text_lines(schema) if schema else ([f"module schema: {why_not}"]
+                                                   if why_not else []):
+        print(line)
+    return 0
+
+
+def _record_schema(record: RecordView) -> tuple[ModuleSchema | None, str | None]:
+    """(schema, why there is none) of a record's module: the pipeline's local module, or
+    the checkout of the commit it was applied from; nothing is fetched to show it."""
+    if not record.module:
+        return None, None  # an abstract record has no module
+    try:
+        pipeline = read_pipeline(find_pipeline(record.pipeline, settings.pipelines_dir()))
+    except PipelineError:
+        return None, "the pipeline file is missing or does not parse"
+    try:
+        return applied_module_schema(record.module, pipeline.source_dir,
+                                     (record.source or {}).get("commit")), None
+    except ModuleSchemaError as exc:
+        return None, str(exc)
+
+
+def cmd_sources(args: argparse.Namespace) -> int:
+    """Each resource's declared source (git ref) and the commit its record was applied from."""
+    from .source_listing import source_rows
+
+    graph = _graph(args.name)
+    _require(Permission.VIEW, graph.pipeline.name, args.actor)
+    environments = ([_environment(graph, args.env)] if args.env
+                    else list(graph.pipeline.environments) or ["default"])
+    rows = source_rows(graph, LifecycleStore(), environments)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    _table(("TASK", "ENV", "SOURCE", "REF", "COMMIT", "STATE"),
+           [(r["task"], r["environment"], r["module"], r["ref"] or "-",
+             r["commit"] or ("-" if r["kind"] == "local" else "(not applied)"),
+             r["state"] or "-") for r in rows])
     return 0
 
 
@@ -382,10 +487,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
         runtime = TaskRuntime(graph=_graph(pipeline), environment=env, store=store,
                               tofu=TofuSettings(), actor=args.actor)
         record = runtime.destroy(task).record or record
-    if record.state != State.DESTROYED:
+    if not deletable(record.state, record.status):
         raise CliError(f"{pipeline}/{task} is {record.state}/{record.status}; only a destroyed "
-                       f"resource can be deleted (run `ik destroy {pipeline} --task {task}`)",
-                       code=2)
+                       "resource, or one whose provision was rejected or withdrawn, can be "
+                       f"deleted (run `ik destroy {pipeline} --task {task}`)", code=2)
     store.delete(record, actor=args.actor)
     from .runtime.healing import record_working_dir
     from .tofu import TofuSettings
@@ -483,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resources", parents=[common], help="list resource records")
     p.add_argument("--pipeline", default=None)
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="only records with this label (repeatable: all must match)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_resources)
 
@@ -491,6 +598,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("sources", parents=[common],
+                       help="list each resource's module source and applied commit")
+    p.add_argument("name")
+    p.add_argument("--env", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sources)
 
     p = sub.add_parser("audit", parents=[common], help="show the audit log")
     p.add_argument("target", nargs="?", metavar="NAME/TASK")
@@ -533,7 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_revoke)
 
     p = sub.add_parser("delete", parents=[common],
-                       help="delete a destroyed resource's record (audit kept, archived)")
+                       help="delete the record of a destroyed resource, or of one never "
+                            "provisioned (rejected, withdrawn); audit kept, archived")
     p.add_argument("target", metavar="NAME/TASK")
     p.add_argument("--env", default=None)
     p.set_defaults(func=cmd_delete)

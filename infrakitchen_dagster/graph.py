@@ -26,16 +26,23 @@ from .interpolation import (
     references,
     references_in,
     render,
+    render_value,
     to_text,
 )
+from .module_schema import ModuleSchema, ModuleSchemaError, module_schema
+from .policy import policy_problems
+from .sources import SourceError, is_git_source
+from .sources import parse as parse_git_source
 from .spec import (
     Pipeline,
     PipelineError,
+    Rule,
     Scalar,
     Task,
     allowed_signers_problems,
     read_pipeline,
 )
+from .value_rules import describe, rule_problems, violation
 
 #: Names a teardown command always receives (wf's forensic variables).
 TEARDOWN_BUILTINS = ("failed_task", "error_message", "failed_dag")
@@ -43,9 +50,6 @@ TEARDOWN_BUILTINS = ("failed_task", "error_message", "failed_dag")
 BACKEND_BUILTINS = ("ik_pipeline", "ik_task", "ik_environment")
 _CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?|[A-Za-z]{3}(-[A-Za-z]{3})?)(/\d+)?$")
 _CRON_ALIASES = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
-_OUTPUT_DECL = re.compile(r'^\s*output\s+(?:"([^"]+)"|([A-Za-z_][\w-]*))\s*\{', re.MULTILINE)
-_VARIABLE_DECL = re.compile(r'^\s*variable\s+(?:"([^"]+)"|([A-Za-z_][\w-]*))\s*\{',
-                            re.MULTILINE)
 
 
 def is_valid_cron(expression: str) -> bool:
@@ -60,6 +64,19 @@ def is_valid_cron(expression: str) -> bool:
 
 def is_remote_module(module: str) -> bool:
     return "::" in module or module.startswith(("git@", "https://", "http://"))
+
+
+def git_source_problems(module: str) -> list[str]:
+    """A remote module must be a well-formed `git::URL//subdir?ref=REF` (checked without
+    the network: whether the ref exists is known only when a run resolves it)."""
+    if not is_git_source(module):
+        return [f"module {module!r}: remote modules are git sources, written "
+                "git::URL//subdir?ref=TAG|BRANCH|COMMIT"]
+    try:
+        parse_git_source(module)
+    except SourceError as exc:
+        return [str(exc)]
+    return []
 
 
 @dataclass(frozen=True)
@@ -302,6 +319,10 @@ class PipelineGraph:
 
     def module_dir(self, name: str) -> Path | None:
         module = self.nodes[name].task.module
+        if module is not None and is_git_source(module):
+            # known only once a run resolved its commit (`use_source`): loading a
+            # pipeline never needs the network or a clone
+            return self.__dict__.get("_sources", {}).get(name)
         if module is None or is_remote_module(module):
             return None
         # resolved once per module path and graph: thousands of tasks share a few modules
@@ -309,6 +330,11 @@ class PipelineGraph:
         if module not in cache:
             cache[module] = (self.pipeline.source_dir / module).resolve()
         return cache[module]
+
+    def use_source(self, name: str, directory: Path) -> None:
+        """Where the git source of `name` was resolved to (by the run's `Resolver`): the
+        module directory every later step of that task uses."""
+        self.__dict__.setdefault("_sources", {})[name] = directory
 
     def module_hash(self, name: str) -> str:
         directory = self.module_dir(name)
@@ -339,6 +365,24 @@ class PipelineGraph:
         if directory not in cache:
             cache[directory] = checkable_declarations(directory)
         return cache[directory]
+
+    def schema(self, name: str) -> ModuleSchema | None:
+        """The node's module schema, read once per directory and graph (an estate's
+        thousands of assets share a few modules); None while the module is not on disk (a
+        git source this process has not fetched). Raises `ModuleSchemaError`."""
+        directory = self.module_dir(name)
+        if directory is None or not directory.is_dir():
+            return None
+        cache = self.__dict__.setdefault("_schemas", {})
+        if directory not in cache:
+            try:
+                cache[directory] = module_schema(directory)
+            except ModuleSchemaError as exc:
+                cache[directory] = exc
+        found = cache[directory]
+        if isinstance(found, ModuleSchemaError):
+            raise ModuleSchemaError(str(found))
+        return found
 
     # -- drawing ----------------------------------------------------------------------
 
@@ -458,22 +502,22 @@ def is_ignored_module_file(rel: Path) -> bool:
 
 
 def module_declarations(directory: Path) -> tuple[set[str], set[str]]:
-    """(variables, outputs) a local module declares, read from its `.tf` files."""
-    variables: set[str] = set()
-    outputs: set[str] = set()
-    for file in directory.glob("*.tf"):
-        text = file.read_text(encoding="utf-8", errors="replace")
-        variables.update(a or b for a, b in _VARIABLE_DECL.findall(text))
-        outputs.update(a or b for a, b in _OUTPUT_DECL.findall(text))
-    return variables, outputs
+    """(variables, outputs) a local module declares, from its parsed schema (raises
+    `ModuleSchemaError` for a file that does not parse)."""
+    schema = module_schema(directory)
+    return set(schema.variables), set(schema.outputs)
 
 
 def checkable_declarations(directory: Path | None) -> tuple[set[str], set[str]] | None:
-    """`module_declarations` when they are complete: None for a remote or missing module, or
-    one with `.tf.json` files (not read here), so no check guesses from half the picture."""
+    """`module_declarations` when a check may trust them: None for a remote or missing
+    module, one that does not parse (reported once, by `_module_schema_problems`), or one
+    with `.tf.json` files (often generated; left to tofu), so no check guesses."""
     if directory is None or not directory.is_dir() or any(directory.glob("*.tf.json")):
         return None
-    return module_declarations(directory)
+    try:
+        return module_declarations(directory)
+    except ModuleSchemaError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -521,6 +565,11 @@ def build_graph(pipeline: Pipeline) -> PipelineGraph:
     if pipeline.approvers_file is not None:
         problems.extend(allowed_signers_problems(pipeline.approvers_file, pipeline.approvers))
     problems.extend(local_state_problems(pipeline))  # INFRAKITCHEN_EXECUTOR=celery
+    if pipeline.notifications is not None and pipeline.notifications.urls:
+        from .notify import url_problems  # Apprise loads only for pipelines that notify
+
+        problems.extend(url_problems(pipeline.notifications.urls))
+    problems.extend(policy_problems(pipeline))  # every Rego file parses and compiles
 
     # Expand nodes (matrix) first so that dependencies may name single combinations.
     expanded: dict[str, list[tuple[str, tuple[tuple[str, Scalar], ...]]]] = {
@@ -590,8 +639,10 @@ def build_graph(pipeline: Pipeline) -> PipelineGraph:
                 )
             registered[var] = node.name
 
+    problems.extend(_module_schema_problems(graph))
     problems.extend(_register_problems(graph))
     problems.extend(_module_variable_problems(graph))
+    problems.extend(_rule_problems(graph))
     problems.extend(_reference_problems(graph, registered))
     if problems:
         raise PipelineError(pipeline.path, problems)
@@ -715,6 +766,104 @@ def _module_variable_problems(graph: PipelineGraph) -> list[str]:
     return problems
 
 
+def _module_schema_problems(graph: PipelineGraph) -> list[str]:
+    """A module file that does not parse: one line naming the file, once per module."""
+    problems: list[str] = []
+    seen: set[Path] = set()
+    for name, task in graph.pipeline.tasks.items():
+        nodes = graph.expand(name) if task.kind == "resource" else []
+        directory = graph.module_dir(nodes[0]) if nodes else None
+        if directory is None or directory in seen or not directory.is_dir():
+            continue
+        seen.add(directory)
+        try:
+            module_schema(directory)
+        except ModuleSchemaError as exc:
+            problems.append(f"task {name!r}: module {task.module!r}: {exc}")
+    return problems
+
+
+def _rule_problems(graph: PipelineGraph) -> list[str]:
+    """Each task's `rules`: usable themselves, naming a variable the module declares, and
+    passed by the values known now (literals, and templates over `[vars]` defaults and
+    matrix keys, per environment); values known only at run time are checked then."""
+    problems: list[str] = []
+    pipeline = graph.pipeline
+    for name, task in pipeline.tasks.items():
+        if not task.rules:
+            continue
+        where = f"task {name!r}"
+        if task.kind not in ("resource", "abstract"):
+            problems.append(f"{where}: `rules` apply to the variables of resource and "
+                            "abstract tasks")
+            continue
+        nodes = graph.expand(name)
+        declared = graph.declarations(nodes[0]) if task.kind == "resource" else None
+        sensitive = set(task.sensitive)
+        directory = graph.module_dir(nodes[0]) if task.kind == "resource" else None
+        with contextlib.suppress(ModuleSchemaError):  # reported by _module_schema_problems
+            sensitive |= module_schema(directory).sensitive_variables if directory else set()
+        usable: dict[str, Rule] = {}
+        for var, rule in task.rules.items():
+            own = [f"{where}: rules.{var}: {p}" for p in rule_problems(rule)]
+            if declared is not None and var not in declared[0] and var not in task.variables:
+                close = difflib.get_close_matches(var, sorted(declared[0]), n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                own.append(f"{where}: rules names {var!r}, which module {task.module!r} "
+                           f"does not declare{hint}")
+            problems.extend(own)
+            if not own:
+                usable[var] = rule
+        for line in _rule_value_problems(graph, nodes, usable, sensitive):
+            if line not in problems:
+                problems.append(line)
+    return problems
+
+
+def _rule_value_problems(graph: PipelineGraph, nodes: list[str], rules: dict[str, Rule],
+                         sensitive: set[str]) -> list[str]:
+    """Rule violations of the values each node would resolve to in each environment, as
+    far as they are known without running anything."""
+    pipeline = graph.pipeline
+    environments = pipeline.environment_names
+    problems: list[str] = []
+    for node_name in nodes:
+        node = graph.nodes[node_name]
+        for var, rule in rules.items():
+            raw = _known_raw_value(graph, node, var)
+            if raw is None:
+                continue  # not set here: the module's default is the module's business
+            refs = references_in(raw)
+            broken_in: dict[str, list[str]] = {}  # refusal line -> environments
+            for environment in environments:
+                values = {**pipeline.vars, **pipeline.environments.get(environment, {}),
+                          **node.matrix}
+                if any(r.attr is not None or r.name not in values for r in refs):
+                    break  # resolved at run time: checked then
+                value = render_value(raw, lambda ref, v=values: v[ref.name])
+                broken = violation(rule, value)
+                if broken is not None:
+                    line = describe(node_name, var, value, broken, var in sensitive)
+                    broken_in.setdefault(line, []).append(environment)
+            for line, where in broken_in.items():
+                problems.append(line if len(where) == len(environments) else
+                                f"{line} in environment{'s' if len(where) > 1 else ''} "
+                                + ", ".join(repr(e) for e in where))
+    return problems
+
+
+def _known_raw_value(graph: PipelineGraph, node: Node, var: str) -> object:
+    """The template a variable is set from: the task's `variables`, else the nearest
+    ancestor's inherited `dependency_configs` entry (as the run resolves it)."""
+    if var in node.task.variables:
+        return node.task.variables[var]
+    for ancestor in graph.ancestors(node.name):
+        for item in graph.nodes[ancestor].task.dependency_configs:
+            if item.inherited_by_children and item.name == var:
+                return item.value
+    return None
+
+
 def _module_directory(pipeline: Pipeline, module: str,
                       seen: dict[str, tuple[Path, str]]) -> tuple[Path, str]:
     """(resolved directory, "missing" | "empty" | "ok") of a local module, once per path."""
@@ -751,7 +900,9 @@ def _task_shape_problems(pipeline: Pipeline, name: str, task: Task,
         problems.append(f"{where}: module {task.module!r} is outside the pipeline's directory "
                         f"({pipeline.source_dir}); move it under that directory or set "
                         "allow_external_modules = true")
-    elif task.module is not None and not is_remote_module(task.module):
+    elif task.module is not None and is_remote_module(task.module):
+        problems.extend(f"{where}: {p}" for p in git_source_problems(task.module))
+    elif task.module is not None:
         directory, state = _module_directory(pipeline, task.module,
                                              {} if module_dirs is None else module_dirs)
         if state == "missing":

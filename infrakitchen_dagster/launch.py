@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
     AssetKey,
+    BetaWarning,
     DagsterInstance,
+    PreviewWarning,
     ReexecutionOptions,
     build_reconstructable_job,
     execute_job,
@@ -28,6 +31,11 @@ from .resources import run_config_vars
 from .runtime import TaskRuntime, dependency_payload
 from .store import LifecycleStore
 from .tofu import TofuSettings
+
+# The `ik` commands that load Dagster come through here: Dagster's notes on its beta and
+# preview APIs are for the authors of this package, not for someone running a pipeline.
+warnings.filterwarnings("ignore", category=BetaWarning)
+warnings.filterwarnings("ignore", category=PreviewWarning)
 
 
 @dataclass

@@ -8,26 +8,49 @@ import os
 import socket
 from typing import Any
 
-from dagster import DagsterRunStatus, Failure, MetadataValue
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    DagsterRun,
+    DagsterRunStatus,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+)
 
-from .failures import REFUSED, report_dead_run
-from .graph import PipelineGraph
+from .approval_check import approve_job_name, evaluate, gated_resources
+from .approvals import plan_text
+from .failures import PIPELINE_TAG, REFUSED, report_dead_run
+from .graph import Node, PipelineGraph
 from .interpolation import InterpolationError
+from .policy_check import policy_metadata
 from .process import ProcessTimeout
 from .resources import InfraKitchenResource, TofuResource
+from .run_principal import LAUNCH_TAG, UI_LAUNCH, USER_TAG, RunPrincipal, run_principal
 from .runtime import Outcome, OutcomeStatus, Refused, TaskFailure, TaskRuntime
-from .store import SENSITIVE, IllegalTransition, masked
+from .runtime.changes import changes_markdown
+from .store import SENSITIVE, IllegalTransition, LifecycleStore, masked
 from .tofu import TofuError
 
 #: outcomes after which the asset is not materialised (its downstream is skipped)
 NOT_MATERIALISED = (OutcomeStatus.SKIPPED, OutcomeStatus.APPROVAL_PENDING,
-                    OutcomeStatus.REJECTED, OutcomeStatus.BLOCKED)
+                    OutcomeStatus.REJECTED, OutcomeStatus.BLOCKED, OutcomeStatus.REFUSED)
+#: run tag saying how a run ended for the people watching it (approval_pending, refused)
+OUTCOME_TAG = "infrakitchen/outcome"
 
 #: what a task may raise that becomes a step failure (retried unless it is a TaskFailure)
 RETRYABLE_ERRORS = (TaskFailure, TofuError, ProcessTimeout, InterpolationError,
                     IllegalTransition)
 
 _TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+def current_run(context: Any) -> DagsterRun | None:
+    """The step's run, asked the way each context offers it (an asset context deprecates
+    `run_id` and `dagster_run` for `run`; a hook context has only the id)."""
+    if isinstance(context, AssetExecutionContext | OpExecutionContext):
+        return context.run
+    return context.instance.get_run_by_id(context.run_id)
 
 
 def environment_of(context: Any) -> str:
@@ -39,7 +62,7 @@ def environment_of(context: Any) -> str:
 def make_runtime(graph: PipelineGraph, context: Any, tofu: TofuResource,
                  infrakitchen: InfraKitchenResource, environment: str) -> TaskRuntime:
     instance = context.instance
-    run = getattr(context, "dagster_run", None) or instance.get_run_by_id(context.run_id)
+    run = current_run(context)
 
     def run_is_alive(run_id: str) -> bool:
         other = instance.get_run_by_id(run_id)
@@ -48,9 +71,10 @@ def make_runtime(graph: PipelineGraph, context: Any, tofu: TofuResource,
     log = context.log
     return TaskRuntime(
         graph=graph, environment=environment, store=infrakitchen.store(), tofu=tofu,
-        runtime_vars=infrakitchen.runtime_vars(), actor=infrakitchen.principal(
-            run.tags if run else None),
-        run_id=context.run_id, log=log.debug, progress=log.info, force=infrakitchen.force,
+        runtime_vars=infrakitchen.runtime_vars(),
+        actor=run_principal(run.tags if run else None).name,
+        run_id=run.run_id if run else None, log=log.debug, progress=log.info,
+        force=infrakitchen.force,
         run_is_alive=run_is_alive,
         report_dead_run=lambda run_id, reason: report_dead_run(instance, run_id, reason),
     )
@@ -66,8 +90,13 @@ def outcome_metadata(outcome: Outcome) -> dict[str, Any]:
     meta: dict[str, Any] = {"outcome": outcome.status.value, "worker": worker_name()}
     if outcome.record is not None:
         record = outcome.record
-        meta.update(state=record.state, status=record.status, revision=record.revision,
-                    fingerprint=(record.fingerprint or "")[:16])
+        meta.update(status=f"{record.state}/{record.status} · revision {record.revision}",
+                    revision=record.revision, fingerprint=(record.fingerprint or "")[:16])
+        if record.source:  # a git module: which source code version this is
+            meta.update({"source": record.source.get("module", ""),
+                         "source_ref": record.source.get("ref", ""),
+                         "source_commit": record.source.get("commit", "")})
+        meta.update(policy_metadata(record))  # the policies' warnings on this run's plan
     if outcome.outputs:
         shown = masked(outcome.outputs, outcome.sensitive_outputs)
         meta["outputs"] = MetadataValue.json(shown)
@@ -75,7 +104,9 @@ def outcome_metadata(outcome: Outcome) -> dict[str, Any]:
             if isinstance(value, str | int | float | bool):
                 meta[f"output/{name}"] = value if value != SENSITIVE else SENSITIVE
     if outcome.plan is not None:
-        meta["plan"] = MetadataValue.json(outcome.plan.as_dict())
+        meta["plan"] = plan_text(outcome.plan.as_dict())
+    if outcome.changes:
+        meta["changes"] = MetadataValue.md(changes_markdown(outcome.changes))
     if outcome.registered:
         meta["registered"] = MetadataValue.json(outcome.registered)
     if outcome.tofu_version:
@@ -101,3 +132,80 @@ def as_failure(exc: Exception) -> Failure:
 
 def is_refusal(exc: BaseException | None) -> bool:
     return isinstance(exc, Failure) and REFUSED in (exc.metadata or {})
+
+
+# -- what a provision step does around one task --------------------------------------------
+
+
+def principal_of(context: Any) -> RunPrincipal:
+    run = current_run(context)
+    return run_principal(run.tags if run else None)
+
+
+def perform(runtime: TaskRuntime, node: Node, principal: RunPrincipal) -> Outcome:
+    """Provision (or run) one task. A role refusal of a run launched from the UI is an
+    outcome, not a step failure: one line, the asset is not materialised and not marked
+    failed, nothing was changed. `ik run` and sensor runs fail on it as before (their
+    launcher reports it)."""
+    try:
+        if node.kind in ("resource", "abstract"):
+            return runtime.provision(node, timeout=node.task.timeout)
+        return runtime.run_command(node, timeout=node.task.timeout)
+    except Refused as exc:
+        if principal.source not in ("ui", "location"):
+            raise
+        reason = (f"{node.name}: refused, nothing was changed: {exc}."
+                  f"{principal.refusal_hint(runtime.pipeline.name)}")
+        return Outcome(OutcomeStatus.REFUSED, runtime.record(node.name), reason=reason)
+
+
+def tag_ui_run(context: Any, graph: PipelineGraph, principal: RunPrincipal) -> None:
+    """Give a run launched from the UI (an asset selection, without the provision job's
+    tags) the tags an `ik run` run carries, so the run-failure sensor, the run list and
+    the audit see which pipeline and principal it was."""
+    run = current_run(context)
+    if run is None:
+        return
+    wanted = {PIPELINE_TAG: graph.pipeline.name, "infrakitchen/job": "provision",
+              USER_TAG: principal.name}
+    if principal.source in ("ui", "location"):
+        wanted[LAUNCH_TAG] = UI_LAUNCH
+    missing = {k: v for k, v in wanted.items() if k not in run.tags}
+    if missing:
+        _add_run_tags(context, missing)
+
+
+def _add_run_tags(context: Any, tags: dict[str, str]) -> None:
+    """Tags added to the running run. `DagsterInstance.add_run_tags` is what Dagster's
+    own launchers use for this; Dagster has no other way for a run to tag itself."""
+    run = current_run(context)
+    if run is not None:
+        context.instance.add_run_tags(run.run_id, tags)
+
+
+def report_outcome(context: Any, graph: PipelineGraph, node: Node, key: AssetKey,
+                   outcome: Outcome) -> None:
+    """The lines and events an outcome needs beyond its metadata: a refusal or a waiting
+    request said once (and tagged on the run), and the `approval` check of a gated
+    resource brought up to date."""
+    if outcome.status == OutcomeStatus.REFUSED:
+        context.log.error(outcome.reason)
+        _add_run_tags(context, {OUTCOME_TAG: OutcomeStatus.REFUSED.value})
+        return
+    if outcome.status == OutcomeStatus.APPROVAL_PENDING:
+        _add_run_tags(context, {OUTCOME_TAG: OutcomeStatus.APPROVAL_PENDING.value})
+    if node.name in gated_resources(graph) and outcome.status != OutcomeStatus.SKIPPED:
+        context.log_event(evaluate(graph, node.name, key, LifecycleStore()))
+
+
+def pending_summary(graph: PipelineGraph, outcomes: list[Outcome]) -> str | None:
+    """The run's closing WARNING when it filed requests: nothing of those was applied."""
+    waiting = [o for o in outcomes if o.status == OutcomeStatus.APPROVAL_PENDING]
+    if not waiting:
+        return None
+    ids = ", ".join(str(o.request_id) for o in waiting)
+    applied = sum(o.status == OutcomeStatus.APPLIED for o in outcomes)
+    return (f"approval pending: request(s) {ids} wait for an owner or admin, and what "
+            f"depends on them was not run ({applied} task(s) applied). Decide with "
+            f"`ik approve ID` / `ik reject ID --reason ...` or the "
+            f"{approve_job_name(graph)} job; the approved plan is then applied")

@@ -15,11 +15,11 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,11 @@ from pydantic import BaseModel, Field
 from . import settings
 from .graph import is_ignored_module_file
 from .interpolation import mask
+from .module_schema import module_schema
 from .process import ProcessResult, ProcessTimeout, run_streaming
 
 _PLAN_LINE = re.compile(r"Plan: (\d+) to add, (\d+) to change, (\d+) to destroy")
 _NO_CHANGES = re.compile(r"No changes\.")
-_VARIABLE_BLOCK = re.compile(r'variable\s+"([^"]+)"\s*\{')
 
 
 #: tofu runs with this umask: state, plans, lock files and `.terraform/` are owner-only
@@ -82,40 +82,60 @@ class BackendSettings:
         return [f"-backend-config={k}={v}" for k, v in self.config]
 
 
-def _variable_blocks(directory: Path) -> Iterator[tuple[str, str]]:
-    """(name, body) of every `variable` block of a module's `.tf` files."""
-    for file in directory.glob("*.tf"):
-        text = file.read_text(encoding="utf-8", errors="replace")
-        for match in _VARIABLE_BLOCK.finditer(text):
-            depth, i = 1, match.end()
-            while i < len(text) and depth:
-                depth += {"{": 1, "}": -1}.get(text[i], 0)
-                i += 1
-            yield match.group(1), text[match.end():i]
-
-
 def module_sensitive_variables(directory: Path) -> set[str]:
-    """Variables a module declares `sensitive = true` (read from its source)."""
-    return {name for name, body in _variable_blocks(directory)
-            if re.search(r"^\s*sensitive\s*=\s*true\b", body, re.MULTILINE)}
+    """Variables a module declares `sensitive = true` (from its parsed schema)."""
+    return module_schema(directory).sensitive_variables
 
 
 def module_required_variables(directory: Path) -> set[str]:
     """Variables without a `default`: tofu would stop and ask for them."""
-    return {name for name, body in _variable_blocks(directory)
-            if not re.search(r"^\s*default\s*=", body, re.MULTILINE)}
+    return module_schema(directory).required_variables
 
 
-@cache
+_versions: dict[str, str] = {}
+_versions_lock = threading.Lock()
+
+
 def tofu_version(binary: str) -> str:
-    path = shutil.which(binary) or binary
+    """The binary's version (part of every fingerprint), asked once per binary file.
+
+    Kept in memory for the process (one lock: a fan-out's threads ask at the same moment)
+    and in `<home>/.tofu-versions.json` keyed by the file's path, size and mtime, so a run
+    does not start a tofu process just to learn what it learnt last time.
+    """
+    with _versions_lock:
+        if binary not in _versions:
+            _versions[binary] = _remembered_version(binary)
+        return _versions[binary]
+
+
+def _remembered_version(binary: str) -> str:
+    path = os.path.realpath(shutil.which(binary) or binary)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return "unknown"
+    key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    memo = settings.home() / ".tofu-versions.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
     try:
         out = subprocess.run([path, "version", "-json"], capture_output=True, text=True,
                              timeout=60, check=False).stdout
         data = json.loads(out)
-        return str(data.get("terraform_version") or data.get("version") or "unknown")
+        version = str(data.get("terraform_version") or data.get("version") or "unknown")
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return "unknown"
+    try:
+        settings.private_dir(memo.parent)
+        settings.write_private(memo, json.dumps({key: version}))
+    except OSError:
+        pass  # a read-only home only costs the next run one `version` call
+    return version
 
 
 class TofuSettings(BaseModel):
@@ -237,10 +257,15 @@ class TofuWorkspace:
         The directory is 0700 and the tfvars 0600 from their first byte: they hold the
         variables, secrets included, as tofu must have them.
         """
-        settings.private_dir(self.path)
-        self._sync_module()
+        self.prepare_for_init()
         settings.write_private(self.path / self.VARS_FILE,
                                json.dumps(variables, indent=2, sort_keys=True))
+
+    def prepare_for_init(self) -> None:
+        """What `init` reads (module files and the backend), before the variables are
+        known: for initialising a directory ahead of its turn."""
+        settings.private_dir(self.path)
+        self._sync_module()
         (self.path / self.BACKEND_FILE).write_text(self.backend.override_file())
 
     def _sync_module(self) -> None:
@@ -293,7 +318,8 @@ class TofuWorkspace:
                 fcntl.flock(lock, fcntl.LOCK_UN)  # the cache has what this module needs
             self.run("init", "-input=false", "-no-color", *self.backend.args())
             warm.touch()
-        mark.write_text(key)
+        # digested again: the first init writes the provider lock file the key includes
+        mark.write_text(self._digest(with_backend=True))
         return True
 
     # -- the operations ---------------------------------------------------------------
@@ -326,6 +352,26 @@ class TofuWorkspace:
         plan_file = self.path / self.PLAN_FILE
         os.chmod(plan_file, 0o600)  # it holds variable values, secrets included
         return PlanSummary.parse(result.output), plan_file
+
+    def show_json(self, plan_file: Path) -> dict[str, Any]:
+        """`show -json PLANFILE`: the plan as a document (what policies read).
+
+        Asked only by a caller that reads it (one more tofu process), and never logged: it
+        holds every variable value, secrets included.
+        """
+        binary = self.resource.resolved_binary()
+        self.on_line(f"$ {os.path.basename(binary)} show -json {plan_file.name}")
+        argv = [binary, "show", "-json", str(plan_file)]
+        try:
+            done = subprocess.run(argv, cwd=self.path, env=self.env, capture_output=True,
+                                  text=True, timeout=self.timeout, check=False,
+                                  umask=PRIVATE_UMASK)
+        except subprocess.TimeoutExpired:
+            raise ProcessTimeout("show", self.timeout or 0, 0) from None
+        if done.returncode != 0:
+            lines = [mask(line, self.secrets) for line in done.stderr.splitlines()]
+            raise TofuError("show -json", ProcessResult(done.returncode, lines))
+        return json.loads(done.stdout or "{}")
 
     def detailed_plan(self) -> tuple[int, PlanSummary, ProcessResult]:
         """`plan -detailed-exitcode`: 0 no changes, 2 changes (drift checks)."""

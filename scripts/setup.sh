@@ -46,4 +46,26 @@ export INFRAKITCHEN_HOME="$home"
 export TF_CLI_CONFIG_FILE="$home/offline.tfrc"
 export INFRAKITCHEN_TOFU="\${INFRAKITCHEN_TOFU:-$terraform_bin}"
 ENV
+
+# A local git repository of modules for pipelines/git-sourced.toml (a "source code version"
+# example, no network): the bucket module at tag v1, and at v2 with one more output.
+sources="$home/example-sources/modules.git"
+if [ ! -d "$sources" ]; then
+  scratch=$(mktemp -d)
+  git_c=(git -C "$scratch" -c user.name=infrakitchen -c user.email=setup@localhost
+         -c commit.gpgsign=false -c tag.gpgsign=false -c init.defaultBranch=main)
+  "${git_c[@]}" init -q
+  cp -R pipelines/modules/bucket "$scratch/bucket"
+  "${git_c[@]}" add -A && "${git_c[@]}" commit -qm "bucket module v1" && "${git_c[@]}" tag v1
+  cat > "$scratch/bucket/version.tf" <<'TF'
+output "module_version" {
+  description = "Which source code version of the module was applied."
+  value       = "v2"
+}
+TF
+  "${git_c[@]}" add -A && "${git_c[@]}" commit -qm "bucket module v2" && "${git_c[@]}" tag v2
+  mkdir -p "$(dirname "$sources")"
+  git clone -q --bare "$scratch" "$sources"
+  rm -rf "$scratch"
+fi
 echo "setup done: source .infrakitchen/env.sh"

@@ -230,8 +230,9 @@ def test_approval_flow_end_to_end(store_env: IkEnv, tmp_path: Path) -> None:
     state = json.loads((workdir / "net" / "terraform.tfstate").read_text())
     assert state["resources"] == []
 
-    # 7. delete: admin only, from destroyed only; audit entries stay, archived
-    t.ik("delete", "gate/extra", as_="adam", code=2)  # not destroyed
+    # 7. delete: admin only (a rejected first provision may be deleted too: see
+    # test_delete_unprovisioned.py); audit entries stay, archived
+    t.ik("delete", "gate/extra", as_="wendy", code=2)  # admin only
     t.ik("delete", "gate/net", as_="wendy", code=2)
     t.ik("delete", "gate/net", as_="adam")
     missing = t.ik("inspect", "gate/net", as_="olive", code=1)

@@ -104,8 +104,9 @@ def test_reexecution_from_failure_and_unchanged_rerun(tmp_path: Path, toolchain,
     counts.mkdir()
     _counting_pipeline(pipelines, counts, b_fail="true")
     env = make_ik_env(tmp_path, toolchain, pipelines)
+    env.env["INFRAKITCHEN_EXECUTION"] = "per_step"  # re-execution of the failed steps only
     for key in ("INFRAKITCHEN_HOME", "DAGSTER_HOME", "INFRAKITCHEN_PIPELINES",
-                "INFRAKITCHEN_TOFU", "TF_CLI_CONFIG_FILE"):
+                "INFRAKITCHEN_TOFU", "TF_CLI_CONFIG_FILE", "INFRAKITCHEN_EXECUTION"):
         monkeypatch.setenv(key, env.env[key])
     job = build_reconstructable_job(
         "infrakitchen_dagster.definitions", "load_job_for_run",
@@ -237,7 +238,10 @@ def test_failure_without_own_teardown_fires_global_once(ik_env: IkEnv, tmp_path:
     assert teardowns[0]["details"]["failed_task"] == "c"
 
 
-def test_retry_succeeds_on_second_attempt(ik_env: IkEnv, tmp_path: Path) -> None:
+@pytest.mark.parametrize("execution", ["batched", "per_step"])
+def test_retry_succeeds_on_second_attempt(ik_env: IkEnv, tmp_path: Path,
+                                          execution: str) -> None:
+    ik_env.env["INFRAKITCHEN_EXECUTION"] = execution
     marker, counts = tmp_path / "failed-once", tmp_path / "count"
     write_pipeline(ik_env.pipelines, "flaky", f"""
 name = "flaky"
@@ -248,7 +252,9 @@ retry_delay = "200ms"
 variables = {{ name = "flaky", fail_once_marker = "{marker}", count_file = "{counts}" }}
 """)
     result = ik_env.dagster_job("flaky__provision")
-    assert "STEP_UP_FOR_RETRY" in result.stdout + result.stderr
+    retried = ("STEP_UP_FOR_RETRY" if execution == "per_step"  # a Dagster retry of the step
+               else "flaky: attempt 1 failed; retrying (1/1)")  # inside the batched step
+    assert retried in result.stdout + result.stderr
     assert marker.exists() and _lines(counts) == ["flaky", "flaky"]
     record = ik_env.inspect("flaky", "flaky")
     assert (record["state"], record["status"]) == ("provisioned", "done")

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..approvals import plan_text
 from ..graph import Node
 from ..store import RecordView, State, Status
 from ..store.lifecycle import Action
 from ..tofu import PlanSummary, TofuWorkspace
+from .changes import parse_changes
 from .context import RunContext
 from .errors import TaskFailure
 from .outcome import Outcome, OutcomeStatus
@@ -50,19 +52,24 @@ def failed(ctx: RunContext, record: RecordView, exc: BaseException) -> None:
 
 
 def apply(ctx: RunContext, record: RecordView, change: Change,
-          saved: tuple[PlanSummary, Path] | None = None) -> Outcome:
+          saved: tuple[PlanSummary, Path] | None = None,
+          request_id: int | None = None) -> Outcome:
     """Apply to a record already `in_progress`, then merge the result.
 
     `saved`: an approved plan (its summary, its file) to apply exactly; without one, plan
-    and apply happen in one tofu process, as nobody reviews that plan.
+    and apply happen in one tofu process, as nobody reviews that plan. `request_id`: the
+    approved request applied (audited with the success, and named by its notification).
     """
     resolved, workspace = change.resolved, change.workspace
     updating = record.state == State.PROVISIONED
+    name = resolved.node.name
     try:
         if saved is not None:
             plan, plan_file = saved
+            ctx.progress(f"{name}: applying the saved plan ({plan_text(plan.as_dict())})")
             workspace.apply_saved(plan_file)
         else:
+            ctx.progress(f"{name}: planning and applying")
             plan, _result = workspace.apply_now()
         raw_outputs, identity = workspace.applied()
     except BaseException as exc:
@@ -73,16 +80,22 @@ def apply(ctx: RunContext, record: RecordView, change: Change,
     sensitive_outputs |= carrying(outputs, resolved.secrets)
     record = ctx.move(
         record, Action.UPDATE_SUCCESS if updating else Action.PROVISION_SUCCESS,
-        bump_revision=updating, details={"plan": plan.as_dict()},
+        bump_revision=updating,
+        details={"plan": plan.as_dict(),
+                 **({"request_id": request_id} if request_id is not None else {}),
+                 **({"source": resolved.source} if resolved.source else {})},
         variables=resolved.variables, outputs=outputs,
         sensitive_variables=sorted(resolved.sensitive & set(resolved.variables)),
         sensitive_outputs=sorted(sensitive_outputs), fingerprint=resolved.fingerprint,
-        module_hash=resolved.module_hash, error=None,
+        module_hash=resolved.module_hash, error=None, **resolved.context,
         state_serial=identity[0] if identity else None,
         state_lineage=identity[1] if identity else None)
     register(ctx, resolved.node, outputs, sensitive_outputs)
+    ctx.progress(f"{name}: Apply complete: {plan.add} added, {plan.change} changed, "
+                 f"{plan.destroy} destroyed")
     return Outcome(OutcomeStatus.APPLIED, record, outputs, sensitive_outputs, plan,
-                   log_tail="\n".join(change.lines[-20:]), tofu_version=ctx.tofu.version())
+                   log_tail="\n".join(change.lines[-20:]), tofu_version=ctx.tofu.version(),
+                   changes=parse_changes(change.lines))
 
 
 def register(ctx: RunContext, node: Node, outputs: dict[str, Any], sensitive: set[str]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from ..access import Permission, PermissionDenied
 from ..approvals import Approvals, gated
 from ..graph import Node, PipelineGraph
+from ..notify import EVENT_OF_MOVE, Event, Notifier
 from ..spec import Pipeline
 from ..store import LifecycleStore, RecordView
 from ..store.lifecycle import Action
@@ -64,9 +65,31 @@ class RunContext:
 
     def move(self, record: RecordView, action: Action, *, details: dict[str, Any] | None = None,
              bump_revision: bool = False, **changes: Any) -> RecordView:
-        """The one way an operation moves a record: as this actor, in this run."""
-        return self.store.transition(record, action, actor=self.actor, run_id=self.run_id,
-                                     details=details, bump_revision=bump_revision, **changes)
+        """The one way an operation moves a record: as this actor, in this run. A move
+        that ends an operation (applied, failed, destroyed) is told to the pipeline's
+        notifications from here, so no operation has to remember to."""
+        moved = self.store.transition(record, action, actor=self.actor, run_id=self.run_id,
+                                      details=details, bump_revision=bump_revision, **changes)
+        if action in EVENT_OF_MOVE:
+            kind, operation = EVENT_OF_MOVE[action]
+            facts = details or {}
+            self.notify(kind, moved, operation=operation, plan=facts.get("plan"),
+                        request_id=facts.get("request_id"), error=facts.get("error"),
+                        revision=moved.revision)
+        return moved
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        return Notifier.of(self.pipeline, self.store)
+
+    def notify(self, kind: str, record: RecordView, **facts: Any) -> None:
+        """Tell the pipeline's `[notifications]` about `kind` on `record` (nothing when the
+        event is not listed); returns at once, delivery runs on its own thread."""
+        if self.notifier.wants(kind):
+            facts.setdefault("asked_by", self.actor)
+            self.notifier.send(Event(kind=kind, pipeline=record.pipeline, task=record.task,
+                                     environment=record.environment, run_id=self.run_id,
+                                     **facts), secrets=record.secrets)
 
     def audit(self, action: str, task: str | None, details: dict[str, Any]) -> None:
         self.store.audit(action, actor=self.actor, pipeline=self.pipeline.name, task=task,

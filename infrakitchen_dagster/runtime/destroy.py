@@ -13,10 +13,12 @@ from typing import Any
 from ..access import Permission
 from ..approvals import ApprovalRequest, Operation, RequestStatus
 from ..graph import TEARDOWN_BUILTINS, Node
+from ..policy import PolicySet
 from ..store import RecordView, State
 from ..store.leases import Leases
 from ..store.lifecycle import Action
 from ..tofu import TofuWorkspace
+from . import policy
 from .commands import run_command
 from .context import RunContext
 from .errors import TaskFailure
@@ -83,20 +85,34 @@ def destroy(ctx: RunContext, name: str, timeout: float | None = None, reason: st
     with workspace.locked(ctx.progress), Leases(ctx.store).held(record.id, ctx.run_id):
         if record.state == State.PROVISION:
             return _destroy_partial(ctx, node, record, workspace, reason)
-        if gated_destroy:
-            if approved is None:
-                return _request_destroy(ctx, node, record, workspace)
-            return _destroy_approved(ctx, node, record, workspace, approved, lines)
+        try:
+            if gated_destroy:
+                if approved is None:
+                    return _request_destroy(ctx, node, record, workspace, resolved.policies)
+                return _destroy_approved(ctx, node, record, workspace, approved, lines,
+                                         resolved.policies)
+        except policy.PolicyDenied as exc:
+            policy.cancel_destroy(ctx, node, exc)  # the resource stays as it is
+            raise
+        # under policies: a destroy plan, judged before any move, applied instead
+        planned = policy.planned_destroy(ctx, node, record, resolved.policies, workspace,
+                                         set(workspace.secrets))
         if record.state == State.PROVISIONED:
             record = ctx.move(record, Action.DESTROY_REQUEST, details={"reason": reason})
         record = ctx.move(record, Action.DESTROY_START)
         try:
-            workspace.prepare(record.variables)
-            workspace.init()
-            workspace.destroy()
+            if planned is not None:
+                workspace.apply_saved(planned)
+            else:
+                workspace.prepare(record.variables)
+                workspace.init()
+                workspace.destroy()
         except BaseException as exc:
             _destroy_failed(ctx, record, exc)
             raise
+        finally:
+            if planned is not None:
+                planned.unlink(missing_ok=True)
         return _destroyed(ctx, record, reason, lines)
 
 
@@ -128,14 +144,18 @@ def _destroy_failed(ctx: RunContext, record: RecordView, exc: BaseException) -> 
              error=str(exc)[-4000:])
 
 
-def _destroyed(ctx: RunContext, record: RecordView, reason: str, lines: list[str]) -> Outcome:
-    record = ctx.move(record, Action.DESTROY_SUCCESS, details={"reason": reason},
+def _destroyed(ctx: RunContext, record: RecordView, reason: str, lines: list[str],
+               request_id: int | None = None) -> Outcome:
+    details: dict[str, Any] = {"reason": reason}
+    if request_id is not None:
+        details["request_id"] = request_id
+    record = ctx.move(record, Action.DESTROY_SUCCESS, details=details,
                       outputs={}, sensitive_outputs=[], error=None)
     return Outcome(OutcomeStatus.DESTROYED, record, log_tail="\n".join(lines[-20:]))
 
 
 def _request_destroy(ctx: RunContext, node: Node, record: RecordView,
-                     workspace: TofuWorkspace) -> Outcome:
+                     workspace: TofuWorkspace, policies: PolicySet | None = None) -> Outcome:
     pending = ctx.approvals.latest(record, DESTROY_OPS)
     if pending is not None and pending.status == RequestStatus.PENDING:
         return awaiting(ctx, node, record, pending)
@@ -143,15 +163,16 @@ def _request_destroy(ctx: RunContext, node: Node, record: RecordView,
         record = ctx.move(record, Action.DESTROY_REQUEST, details={"reason": "destroy"})
     return file_request(ctx, node, record, workspace, Operation.DESTROY,
                         variables=record.variables, fingerprint=record.fingerprint or "",
-                        sensitive=set())
+                        sensitive=set(), policies=policies)
 
 
 def _destroy_approved(ctx: RunContext, node: Node, record: RecordView,
                       workspace: TofuWorkspace, request: ApprovalRequest,
-                      lines: list[str]) -> Outcome:
-    saved = current_saved_plan(ctx, node, request, workspace, record.variables)
+                      lines: list[str], policies: PolicySet | None = None) -> Outcome:
+    saved = current_saved_plan(ctx, node, request, workspace, record.variables,
+                               policies=policies)
     if saved is None:
-        return _request_destroy(ctx, node, record, workspace)
+        return _request_destroy(ctx, node, record, workspace, policies)
     ctx.progress(f"{node.name}: destroying with the plan approved in request "
                  f"{request.id} by {request.decided_by}")
     record = ctx.move(record, Action.DESTROY_START, details={"request_id": request.id})
@@ -163,7 +184,7 @@ def _destroy_approved(ctx: RunContext, node: Node, record: RecordView,
                            run_id=ctx.run_id, reason=(str(exc) or "failed")[-500:])
         raise
     ctx.approvals.mark(request.id, RequestStatus.APPLIED, actor=ctx.actor, run_id=ctx.run_id)
-    outcome = _destroyed(ctx, record, "destroy", lines)
+    outcome = _destroyed(ctx, record, "destroy", lines, request.id)
     outcome.request_id = request.id
     return outcome
 

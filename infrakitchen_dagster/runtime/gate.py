@@ -21,9 +21,12 @@ from ..approvals import (
     plan_text,
 )
 from ..graph import Node
+from ..policy import PolicySet
 from ..store import RecordView, State
 from ..tofu import PlanSummary, TofuWorkspace
+from . import policy
 from .apply import Change, apply, recreate_if_needed, start
+from .changes import parse_changes
 from .context import RunContext
 from .errors import TaskFailure
 from .outcome import Outcome, OutcomeStatus
@@ -66,18 +69,31 @@ def _request(ctx: RunContext, record: RecordView, change: Change) -> Outcome:
     record = recreate_if_needed(ctx, record)
     operation = (Operation.UPDATE if record.state == State.PROVISIONED
                  else Operation.PROVISION)
-    return file_request(ctx, resolved.node, record, change.workspace, operation,
-                        variables=resolved.variables, fingerprint=resolved.fingerprint,
-                        sensitive=set(resolved.sensitive & set(resolved.variables)))
+    outcome = file_request(ctx, resolved.node, record, change.workspace, operation,
+                           variables=resolved.variables, fingerprint=resolved.fingerprint,
+                           sensitive=set(resolved.sensitive & set(resolved.variables)),
+                           policies=resolved.policies)
+    outcome.changes = parse_changes(change.lines)
+    return outcome
 
 
 def file_request(ctx: RunContext, node: Node, record: RecordView, workspace: TofuWorkspace,
                  operation: Operation, *, variables: dict[str, Any], fingerprint: str,
-                 sensitive: set[str]) -> Outcome:
-    """Plan with `variables`, keep the plan with a new request, and stop there."""
+                 sensitive: set[str], policies: PolicySet | None = None) -> Outcome:
+    """Plan with `variables`, keep the plan with a new request, and stop there.
+
+    Under `policies` the plan is judged first: a deny files no request.
+    """
     workspace.prepare(variables)
     workspace.init()
+    ctx.progress(f"{node.name}: planning the {operation.value} for approval")
     plan, plan_file = workspace.plan(destroy=operation == Operation.DESTROY)
+    try:
+        policy.check_plan(ctx, node, policies, workspace, plan_file, operation.value,
+                          set(workspace.secrets))
+    except BaseException:
+        plan_file.unlink(missing_ok=True)
+        raise
     request = ctx.approvals.request(
         record, operation=operation, fingerprint=fingerprint, plan_file=plan_file,
         plan_summary=plan.as_dict(),
@@ -86,6 +102,8 @@ def file_request(ctx: RunContext, node: Node, record: RecordView, workspace: Tof
         runtime_vars=ctx.runtime_vars)
     plan_file.unlink(missing_ok=True)
     record = ctx.record(node.name) or record
+    ctx.notify("approval_requested", record, operation=request.operation,
+               request_id=request.id, plan=request.plan_summary, asked_by=request.requested_by)
     return awaiting(ctx, node, record, request, plan)
 
 
@@ -100,10 +118,12 @@ def awaiting(ctx: RunContext, node: Node, record: RecordView, request: ApprovalR
 
 
 def current_saved_plan(ctx: RunContext, node: Node, request: ApprovalRequest,
-                       workspace: TofuWorkspace, variables: dict[str, Any]) -> Path | None:
+                       workspace: TofuWorkspace, variables: dict[str, Any],
+                       policies: PolicySet | None = None) -> Path | None:
     """The request's saved plan, checked and ready to apply in a prepared workspace;
     None (the request marked stale) when the state moved since it was made. A missing
-    or altered file, or a decision that no longer verifies, fails the request."""
+    or altered file, a decision that no longer verifies, or a plan today's `policies`
+    deny, fails the request."""
     try:
         saved = ctx.approvals.verified_plan(request, ctx.pipeline)
     except ApprovalError as exc:
@@ -118,6 +138,13 @@ def current_saved_plan(ctx: RunContext, node: Node, request: ApprovalRequest,
         ctx.approvals.mark(request.id, RequestStatus.STALE, actor=ctx.actor, run_id=ctx.run_id,
                            reason="the state changed after the plan was made")
         return None
+    try:
+        policy.check_plan(ctx, node, policies, workspace, saved, request.operation,
+                          set(workspace.secrets))
+    except policy.PolicyDenied as exc:
+        ctx.approvals.mark(request.id, RequestStatus.FAILED, actor=ctx.actor,
+                           run_id=ctx.run_id, reason=str(exc)[-500:])
+        raise
     return saved
 
 
@@ -125,7 +152,8 @@ def _apply_approved(ctx: RunContext, record: RecordView, change: Change,
                     request: ApprovalRequest) -> Outcome:
     """Apply exactly the approved file (sha256 checked), unless the state moved."""
     node = change.resolved.node
-    saved = current_saved_plan(ctx, node, request, change.workspace, change.resolved.variables)
+    saved = current_saved_plan(ctx, node, request, change.workspace, change.resolved.variables,
+                               policies=change.resolved.policies)
     if saved is None:
         return _request(ctx, record, change)
     if ctx.run_id:
@@ -134,7 +162,8 @@ def _apply_approved(ctx: RunContext, record: RecordView, change: Change,
                  f"by {request.decided_by} (sha256 {request.plan_sha256[:12]}…)")
     record = start(ctx, recreate_if_needed(ctx, record), change.resolved.fingerprint)
     try:
-        outcome = apply(ctx, record, change, (PlanSummary(**request.plan_summary), saved))
+        outcome = apply(ctx, record, change, (PlanSummary(**request.plan_summary), saved),
+                        request_id=request.id)
     except BaseException as exc:
         ctx.approvals.mark(request.id, RequestStatus.FAILED, actor=ctx.actor,
                            run_id=ctx.run_id, reason=(str(exc) or "failed")[-500:])

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..store import RecordView
 from ..tofu import PlanSummary
+from .changes import ResourceChange
 
 
 class OutcomeStatus(StrEnum):
@@ -22,6 +23,8 @@ class OutcomeStatus(StrEnum):
     APPROVAL_PENDING = "approval_pending"
     REJECTED = "rejected"
     BLOCKED = "blocked"
+    #: not allowed (role): nothing was changed; the asset is not materialised, not failed
+    REFUSED = "refused"
 
 
 @dataclass
@@ -39,6 +42,8 @@ class Outcome:
     tofu_version: str | None = None
     reason: str = ""
     request_id: int | None = None
+    #: what the plan changes, resource by resource (read from the printed plan)
+    changes: list[ResourceChange] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

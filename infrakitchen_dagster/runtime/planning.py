@@ -11,6 +11,7 @@ from ..tofu import PlanSummary
 from .context import RunContext
 from .outcome import Drift
 from .resolve import Resolver
+from .rules import check_rules
 
 #: "  # null_resource.this will be created" -> (address, what happens)
 _PLANNED_CHANGE = re.compile(r"^\s*# (\S+) (.*\b(?:will|must) be\b.*)$")
@@ -19,6 +20,7 @@ _PLANNED_CHANGE = re.compile(r"^\s*# (\S+) (.*\b(?:will|must) be\b.*)$")
 def plan(ctx: RunContext, node: Node) -> PlanSummary:
     """A dry run: `tofu plan` with today's values; no record changes."""
     resolved = Resolver(ctx).resolve(node)
+    check_rules(resolved)  # a value the apply would refuse is refused by its dry run too
     workspace = ctx.workspace(node, backend=resolved.backend, env=resolved.env,
                               secrets=resolved.secrets, timeout=node.task.timeout)
     with workspace.locked(ctx.progress):
@@ -49,4 +51,8 @@ def drift(ctx: RunContext, node: Node) -> Drift | None:
                if (m := _PLANNED_CHANGE.match(line))]
     found = Drift(drifted=code == 2, plan=summary, changes=changes)
     ctx.store.record_drift(record, found.as_dict(), actor=ctx.actor, run_id=ctx.run_id)
+    if found.drifted and not (record.drift or {}).get("drifted"):
+        # told once when drift appears, not on every scheduled check while it lasts
+        ctx.notify("drift_detected", record, plan=summary.as_dict(), changes=changes,
+                   revision=record.revision)
     return found

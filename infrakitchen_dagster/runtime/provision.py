@@ -13,14 +13,14 @@ from ..store import RecordView, State, Status
 from ..store.leases import Leases
 from ..store.lifecycle import Action
 from ..tofu import TofuWorkspace
-from . import gate
+from . import gate, policy
 from .apply import Change, apply, failed, recreate_if_needed, register, start
 from .context import RunContext
 from .errors import TaskFailure
 from .healing import open_record
 from .outcome import Outcome, OutcomeStatus
 from .resolve import ResolvedTask, Resolver
-from .rules import check_frozen_and_unique, check_parents, check_required
+from .rules import check_frozen_and_unique, check_parents, check_required, check_rules
 
 
 def provision(ctx: RunContext, node: Node, timeout: float | None = None) -> Outcome:
@@ -51,7 +51,7 @@ def provision(ctx: RunContext, node: Node, timeout: float | None = None) -> Outc
         ctx.progress(
             f"{node.name}: unchanged since revision {record.revision}; not running tofu")
         record = ctx.move(record, Action.UNCHANGED,
-                          details={"fingerprint": resolved.fingerprint})
+                          details={"fingerprint": resolved.fingerprint}, **resolved.context)
         register(ctx, node, record.outputs, set(record.sensitive_outputs))
         return Outcome(OutcomeStatus.UNCHANGED, record, dict(record.outputs),
                        set(record.sensitive_outputs), tofu_version=ctx.tofu.version())
@@ -59,10 +59,14 @@ def provision(ctx: RunContext, node: Node, timeout: float | None = None) -> Outc
     with workspace.locked(ctx.progress), Leases(ctx.store).held(record.id, ctx.run_id):
         if ctx.gated(node):
             return gate.provision_gated(ctx, record, change)
+        if resolved.policies is not None:  # the plan is judged before it is applied
+            return policy.provision_checked(ctx, record, change)
         record = start(ctx, recreate_if_needed(ctx, record), resolved.fingerprint)
         try:
             workspace.prepare(resolved.variables)
-            workspace.init()
+            ctx.progress(f"{node.name}: " + ("tofu init done" if workspace.init()
+                                             else "init skipped (module and backend "
+                                                  "unchanged)"))
         except BaseException as exc:
             failed(ctx, record, exc)
             raise
@@ -104,14 +108,16 @@ def _resolve_checked(ctx: RunContext, node: Node, record: RecordView) -> Resolve
     try:
         check_parents(ctx, node)
         resolved = Resolver(ctx).resolve(node)
+        check_rules(resolved)
         check_required(resolved)
         check_frozen_and_unique(ctx, record, resolved)
     except (InterpolationError, TaskFailure) as exc:
         ctx.audit("provision_refused", node.name, {"error": str(exc)})
         raise TaskFailure(f"{node.name}: {exc}") from None
     if resolved.module_dir is None and node.kind == "resource":
-        raise TaskFailure(f"{node.name}: remote module sources ({node.task.module}) are "
-                          "not supported yet; vendor the module into the pipeline dir")
+        # a git source was resolved above; anything else remote is refused by validation
+        raise TaskFailure(f"{node.name}: module {node.task.module!r} is neither a local "
+                          "directory nor a git source (git::URL//subdir?ref=REF)")
     return resolved
 
 
@@ -127,5 +133,5 @@ def _record_abstract(ctx: RunContext, record: RecordView, resolved: ResolvedTask
     record = ctx.move(
         record, done, bump_revision=updating, details={"abstract": True},
         variables=variables, sensitive_variables=sorted(resolved.sensitive & set(variables)),
-        fingerprint=resolved.fingerprint)
+        fingerprint=resolved.fingerprint, **resolved.context)
     return Outcome(OutcomeStatus.APPLIED, record)

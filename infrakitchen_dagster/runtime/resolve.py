@@ -12,17 +12,23 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..graph import BACKEND_BUILTINS, Node, module_declarations
+from ..graph import BACKEND_BUILTINS, Node
 from ..interpolation import InterpolationError, Ref, render, render_value, to_text
+from ..module_schema import ModuleSchema, ModuleSchemaError, module_schema
+from ..policy import PolicyError, PolicySet, pipeline_policies
+from ..sources import CREDENTIAL_KEYS, SourceError, is_git_source
+from ..sources import parse as parse_git_source
+from ..sources import resolve as resolve_git_source
 from ..spec import FromEnv
 from ..store import RecordView
-from ..tofu import BackendSettings, module_sensitive_variables
+from ..tofu import BackendSettings
 from .context import RunContext
 from .errors import TaskFailure
+from .record_context import record_context
 
 Lookup = Callable[[Ref], Any]
 
@@ -42,6 +48,12 @@ class ResolvedTask:
     fingerprint: str
     module_dir: Path | None
     module_hash: str
+    #: a git module's {"module", "ref", "commit"} (the record's `source`); None when local
+    source: dict[str, str] | None = None
+    #: the record's `labels` and `tags` (own and inherited; see `record_context`)
+    context: dict[str, Any] = field(default_factory=dict)
+    #: the pipeline's Rego policies, judging every plan of this task (None: no policies)
+    policies: PolicySet | None = None
 
 
 def carrying(values: dict[str, Any], secrets: set[str] | frozenset[str]) -> set[str]:
@@ -63,6 +75,7 @@ class Resolver:
         self.ctx = ctx
         self._records: dict[str, RecordView | None] = {}
         self._registered: dict[str, tuple[Any, bool]] | None = None
+        self._policies: tuple[PolicySet | None] | None = None  # (the set,) once loaded
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -182,8 +195,8 @@ class Resolver:
 
     def tfvars(self, node: Node, resolve: Lookup) -> dict[str, Any]:
         """Inherited configs < task variables < runtime vars naming a module variable."""
-        directory = self.ctx.graph.module_dir(node.name)
-        declared = module_declarations(directory)[0] if directory else set()
+        schema = self.schema(node)
+        declared = set(schema.variables) if schema else set()
         configs, tags = self.inherited(node, resolve)
         values = {k: v for k, v in configs.items() if not declared or k in declared}
         values.update(render_value(dict(node.task.variables), resolve))
@@ -216,12 +229,56 @@ class Resolver:
 
     def sensitive_variables(self, node: Node) -> set[str]:
         """Listed in the task's `sensitive`, or declared `sensitive = true` by the module."""
-        directory = self.ctx.graph.module_dir(node.name)
-        declared = module_sensitive_variables(directory) if directory else set()
+        schema = self.schema(node)
+        declared = schema.sensitive_variables if schema else set()
         return set(node.task.sensitive) | declared
 
+    def schema(self, node: Node) -> ModuleSchema | None:
+        """The module's parsed variables and outputs (parsed once per module content); a
+        file edited since the pipeline loaded that no longer parses fails the task."""
+        directory = self.ctx.graph.module_dir(node.name)
+        if directory is None:
+            return None
+        try:
+            return module_schema(directory)
+        except ModuleSchemaError as exc:
+            raise TaskFailure(f"module {node.task.module!r}: {exc}") from None
+
+    def source(self, node: Node, env: dict[str, str], applied: bool) -> dict[str, str] | None:
+        """A git module, resolved once for this operation to a local directory that the
+        graph then gives as the task's module dir. `applied`: resolving for what the
+        record was applied with (destroy, drift), so its recorded commit is used."""
+        module = node.task.module
+        if node.kind != "resource" or not is_git_source(module):
+            return None
+        record = self._record_of(node.name) if applied else None
+        kept = (record.source or {}) if record is not None else {}
+        base = self.ctx.pipeline.source_dir
+        try:
+            if kept.get("commit") and kept.get("module"):
+                found = resolve_git_source(parse_git_source(kept["module"], base),
+                                           credentials=env, commit=kept["commit"])
+            else:
+                found = resolve_git_source(parse_git_source(module, base), credentials=env,
+                                           run_id=self.ctx.run_id)
+        except SourceError as exc:
+            raise TaskFailure(str(exc)) from None
+        self.ctx.graph.use_source(node.name, found.directory)
+        return found.record()
+
+    def policies(self) -> PolicySet | None:
+        """The pipeline's policy files, read once per resolver; one that does not load
+        fails the task, naming the file."""
+        if self._policies is None:
+            try:
+                self._policies = (pipeline_policies(self.ctx.pipeline),)
+            except PolicyError as exc:
+                raise TaskFailure(str(exc)) from None
+        return self._policies[0]
+
     def fingerprint(self, node: Node, variables: dict[str, Any], backend: BackendSettings,
-                    env: dict[str, str], integrations: dict[str, str], module_hash: str) -> str:
+                    env: dict[str, str], integrations: dict[str, str], module_hash: str,
+                    source: dict[str, str] | None = None) -> str:
         """Everything that shapes the apply. Integration values enter only as digests."""
         tofu = self.ctx.tofu
         payload = {
@@ -232,6 +289,12 @@ class Resolver:
             "tofu": {"binary": Path(tofu.resolved_binary()).name, "version": tofu.version()},
             "environment": self.ctx.environment,
         }
+        policies = self.policies()
+        if policies is not None:  # the files that judge the plan: new files, new approval
+            payload["policies"] = policies.digest
+        if source is not None:  # a git module: the exact commit (local ones: content only)
+            payload["source"] = {"commit": source["commit"],
+                                 "subdir": parse_git_source(source["module"]).subdir}
         return digest(payload)
 
     # -- the whole value ------------------------------------------------------------------
@@ -239,9 +302,11 @@ class Resolver:
     def resolve(self, node: Node, variables: dict[str, Any] | None = None) -> ResolvedTask:
         """Resolve `node`; `variables` (a record's applied values) replace the tfvars."""
         resolve, secrets = self.lookup(node)
+        env, env_secrets, integrations = self.env(node, resolve)
+        secrets |= {env[key] for key in CREDENTIAL_KEYS if env.get(key)}
+        source = self.source(node, env, applied=variables is not None)
         if variables is None:
             variables = self.tfvars(node, resolve)
-        env, env_secrets, integrations = self.env(node, resolve)
         backend = self.backend(node, resolve)
         secrets |= env_secrets
         # a variable that carries a secret (a sensitive upstream output, a registered
@@ -253,5 +318,8 @@ class Resolver:
             node=node, variables=variables, env=env, backend=backend,
             secrets=frozenset(secrets), sensitive=frozenset(sensitive),
             fingerprint=self.fingerprint(node, variables, backend, env, integrations,
-                                         module_hash),
-            module_dir=self.ctx.graph.module_dir(node.name), module_hash=module_hash)
+                                         module_hash, source), source=source,
+            module_dir=self.ctx.graph.module_dir(node.name), module_hash=module_hash,
+            context={**record_context(self.ctx.graph, node, resolve, secrets),
+                     **({"source": source} if source else {})},
+            policies=self.policies())

@@ -1,13 +1,15 @@
-"""The reference's create validations: checked before any tofu runs, so a refusal costs
-nothing and changes nothing."""
+"""The reference's create validations and the task's value rules: checked before any tofu
+runs, so a refusal costs nothing and changes nothing."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..graph import Node
+from ..module_schema import ModuleSchemaError
 from ..store import RecordView, State
 from ..tofu import module_required_variables
+from ..value_rules import describe, violation
 from .context import RunContext
 from .errors import TaskFailure
 from .resolve import ResolvedTask
@@ -26,11 +28,30 @@ def check_required(resolved: ResolvedTask) -> None:
     node = resolved.node
     if node.kind != "resource" or resolved.module_dir is None:
         return
-    missing = sorted(module_required_variables(resolved.module_dir) - set(resolved.variables))
+    try:
+        required = module_required_variables(resolved.module_dir)
+    except ModuleSchemaError as exc:
+        raise TaskFailure(f"module {node.task.module!r}: {exc}") from None
+    missing = sorted(required - set(resolved.variables))
     if missing:
         raise TaskFailure(f"module {node.task.module!r} requires variables that are not "
                           f"set: {', '.join(missing)} (set them under `variables`, or "
                           "inherit them through dependency_configs)")
+
+
+def check_rules(resolved: ResolvedTask) -> None:
+    """Each `rules` entry against the value the task resolved to (a variable the task does
+    not set is the module's default: the module's own business). A sensitive value is
+    never repeated in the refusal."""
+    node = resolved.node
+    for name, rule in node.task.rules.items():
+        if name not in resolved.variables:
+            continue
+        value = resolved.variables[name]
+        broken = violation(rule, value)
+        if broken is not None:
+            raise TaskFailure(describe(node.name, name, value, broken,
+                                       sensitive=name in resolved.sensitive))
 
 
 def check_frozen_and_unique(ctx: RunContext, record: RecordView,

@@ -37,7 +37,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from .. import settings
 from ..crypto import SecretBox, box, is_sealed
 from ..settings import database_url
-from .lifecycle import Action, IllegalTransition, State, Status, next_state
+from .lifecycle import (
+    Action,
+    IllegalTransition,
+    MayHoldInfrastructure,
+    State,
+    Status,
+    delete_action,
+    next_state,
+)
 from .models import (
     ApprovalRequestRow,
     AuditEntry,
@@ -409,13 +417,22 @@ class LifecycleStore:
                             {"plan": drift["plan"], "changes": drift["changes"]})
 
     def delete(self, record: RecordView, *, actor: str) -> None:
-        """Delete a destroyed record; its revisions go, its audit entries stay archived."""
+        """Delete a destroyed record, or one that never got infrastructure (a rejected or
+        withdrawn provision no apply of which ever started); its revisions go, its audit
+        entries stay archived."""
         with self.session() as session:
             row = self._row(session, record.pipeline, record.task, record.environment)
             if row is None:
                 return
-            next_state(Action.DELETE, row.state, row.status)
-            self._audit(session, row, Action.DELETE.value, actor, None, {})
+            action = delete_action(row.state, row.status)
+            if action == Action.DELETE_NEVER_PROVISIONED and self._apply_started(session, row):
+                raise MayHoldInfrastructure(
+                    row.state, row.status,
+                    f"run `ik destroy {row.pipeline} --task {row.task}` to clean what the "
+                    "failed apply left, then delete it")
+            self._audit(session, row, Action.DELETE.value, actor, None,
+                        {"never_provisioned": True}
+                        if action == Action.DELETE_NEVER_PROVISIONED else {})
             for revision in session.scalars(
                 select(Revision).where(Revision.resource_id == row.id)
             ):
@@ -424,6 +441,19 @@ class LifecycleStore:
             for entry in session.scalars(entries):
                 entry.archived = True
             session.delete(row)
+
+    @staticmethod
+    def _apply_started(session: Session, row: ResourceRecord) -> bool:
+        """Whether an apply of this record started since it last had no infrastructure
+        (created, destroyed, or a failed first apply cleaned by `ik destroy`)."""
+        latest = session.scalar(
+            select(AuditEntry.action)
+            .where(AuditEntry.resource_id == row.id,
+                   AuditEntry.action.in_([Action.PROVISION_START.value,
+                                          Action.DESTROY_SUCCESS.value,
+                                          "destroy_partial_state"]))
+            .order_by(AuditEntry.id.desc()).limit(1))
+        return latest == Action.PROVISION_START.value
 
     def _history(self, session: Session, row: ResourceRecord, action: Action, actor: str,
                  run_id: str | None, details: dict[str, Any]) -> None:

@@ -48,6 +48,8 @@ class Action(StrEnum):
     CANCEL_DESTROY = "cancel_destroy"
     RECREATE = "recreate"
     DELETE = "delete"
+    #: the reference allows deleting a resource that was never provisioned
+    DELETE_NEVER_PROVISIONED = "delete_never_provisioned"
     MARK_ERROR = "mark_error"
 
 
@@ -97,9 +99,12 @@ RULES: dict[Action, tuple[set[tuple[State | None, Status]], tuple[State | None, 
     Action.CANCEL_DESTROY: (
         {(D, S.READY), (D, S.ERROR), (D, S.REJECTED), (D, S.APPROVAL_PENDING)},
         (PD, S.DONE)),
-    # recreate from destroyed or rejected; delete only from destroyed
+    # recreate from destroyed or rejected; delete from destroyed, or a record whose
+    # provision was rejected or withdrawn (`LifecycleStore.delete` also checks that no
+    # apply of it ever started: a failed one may have left infrastructure behind)
     Action.RECREATE: ({(DD, S.DONE), (P, S.REJECTED)}, (P, S.READY)),
     Action.DELETE: ({(DD, S.DONE)}, (DD, S.DONE)),
+    Action.DELETE_NEVER_PROVISIONED: ({(P, S.REJECTED)}, (_, _)),
     # a run that died mid-operation
     Action.MARK_ERROR: ({(s, S.IN_PROGRESS) for s in ANY_STATE}, (_, S.ERROR)),
 }
@@ -111,6 +116,43 @@ ALLOWED_NEXT_STATES: dict[State, set[State]] = {
     D: {DD, PD},
     DD: {P},
 }
+
+
+class MayHoldInfrastructure(IllegalTransition):
+    """A rejected provision whose apply once started (and failed): it may have left
+    infrastructure behind, so it is not deleted until that is cleaned."""
+
+    def __init__(self, state: str, status: str, hint: str):
+        self.action, self.state, self.status = Action.DELETE_NEVER_PROVISIONED, state, status
+        Exception.__init__(self, f"cannot delete a resource in state {state}/{status} whose "
+                                 f"apply was started once: it may hold infrastructure; {hint}")
+
+
+def delete_action(state: str | None, status: str | None) -> Action:
+    """The delete rule for a record in (state, status): `DELETE` from destroyed,
+    `DELETE_NEVER_PROVISIONED` from a rejected or withdrawn provision. Anything else is an
+    `IllegalTransition` naming both."""
+    for action in (Action.DELETE, Action.DELETE_NEVER_PROVISIONED):
+        if can(action, state, status):
+            return action
+    raise IllegalTransition(Action.DELETE, state, status,
+                            "destroyed/done, or provision/rejected never applied")
+
+
+def deletable(state: str | None, status: str | None) -> bool:
+    """Whether a record in (state, status) may be deleted by the state table (the store
+    checks the history of a never-provisioned one too)."""
+    return can(Action.DELETE, state, status) or can(Action.DELETE_NEVER_PROVISIONED,
+                                                    state, status)
+
+
+def can(action: Action, state: str | None, status: str | None) -> bool:
+    """Whether `action` may start from (state, status)."""
+    try:
+        next_state(action, state, status)
+    except IllegalTransition:
+        return False
+    return True
 
 
 def next_state(
