@@ -4,10 +4,11 @@ An approver who found a WARN `approval` check on an asset decides it where they 
 the job takes the request id, the decision, a reason and (for pipelines with `approvers`)
 the SSH signature over the decision. It decides through `Approvals.decide`, so the rules
 are those of `ik approve` / `ik reject`: owner or admin only, once, four eyes, a signature
-by a listed key where the pipeline signs decisions. The decider is the run's principal
-(`run_principal`: the UI principal setting for UI launches) or, where the pipeline signs,
-the principal the signature proves. The check is re-evaluated at once, so the asset shows
-the decision; the approvals sensor launches the approved run.
+by a listed key where the pipeline signs decisions. The decider is the deployment's UI
+principal (`INFRAKITCHEN_UI_PRINCIPAL`; the run's tags are never trusted, a Launchpad user
+types them) or, where the pipeline signs, the principal the signature proves. The check
+is re-evaluated at once, so the asset shows the decision; the approvals sensor launches
+the approved run.
 """
 
 from enum import Enum
@@ -31,7 +32,7 @@ from .approvals import ApprovalError, Approvals
 from .failures import PIPELINE_TAG
 from .graph import PipelineGraph
 from .resources import InfraKitchenResource
-from .run_principal import run_principal
+from .run_principal import UI_PRINCIPAL_ENV, ui_principal
 
 
 class Decision(Enum):
@@ -67,7 +68,15 @@ def build_approve_job(graph: PipelineGraph, keys: dict[str, AssetKey]) -> JobDef
     @op(name=decide_op_name(graph), tags={PIPELINE_TAG: pipeline.name})
     def _decide(context: OpExecutionContext, config: ApproveConfig,
                 infrakitchen: InfraKitchenResource) -> None:
-        actor = run_principal(context.run.tags)
+        # never the run's tags: a Launchpad user types those. The decider is the
+        # deployment's UI principal, or the principal a signature proves.
+        actor = ui_principal()
+        if actor is None and not config.signature.strip():
+            _refuse(context, "no principal decides from the UI: set "
+                             f"{UI_PRINCIPAL_ENV} on the code location to the approver's "
+                             "principal, sign the decision (pipelines with `approvers`), or "
+                             f"use `ik approve {config.request_id} --as NAME`")
+        actor = actor or "(signature)"
         store = infrakitchen.store()
         approvals = Approvals(store)
         request = approvals.get(config.request_id)
@@ -77,12 +86,13 @@ def build_approve_job(graph: PipelineGraph, keys: dict[str, AssetKey]) -> JobDef
         approve = config.decision == Decision.approve
         try:
             decided = approvals.decide(
-                request.id, approve=approve, actor=actor.name, owners=pipeline.owners,
+                request.id, approve=approve, actor=actor, owners=pipeline.owners,
                 reason=config.reason or None, pipeline=pipeline,
                 signature=config.signature.strip() + "\n" if config.signature.strip()
                 else None)
         except (ApprovalError, PermissionDenied) as exc:
-            hint = actor.refusal_hint(pipeline.name) if isinstance(exc, PermissionDenied) else ""
+            hint = (f" Decisions from the UI act as {UI_PRINCIPAL_ENV}={actor!r}."
+                    if isinstance(exc, PermissionDenied) else "")
             _refuse(context, f"{exc}{hint}")
         by = decided.decided_by
         if decided.identity == "signed":

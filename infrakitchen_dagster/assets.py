@@ -51,7 +51,7 @@ from .checks import build_drift_checks, build_drift_job
 from .distributed import CELERY, celery_executor_def, is_distributed
 from .failures import PIPELINE_TAG, REFUSED
 from .graph import Node, PipelineGraph
-from .interpolation import InterpolationError
+from .interpolation import InterpolationError, to_text
 from .process import ProcessTimeout
 from .resources import InfraKitchenResource, TofuResource
 from .runtime import OutcomeStatus, TaskFailure
@@ -505,7 +505,21 @@ def _add_assets(result: PipelineDefinitions, translator: InfraKitchenTranslator,
         tags={PIPELINE_TAG: pipeline.name, "infrakitchen/job": PROVISION,
               BACKEND_TAG: pipeline.backend.type},
         description=pipeline.description or f"Provision {pipeline.name}",
+        config=launchpad_defaults(pipeline),
     ))
+
+
+def launchpad_defaults(pipeline: Any) -> dict[str, Any] | None:
+    """The provision job's default run config: the pipeline's `[vars]`, so the Launchpad
+    shows what a run will use and what can be changed. A run given its own config (ik
+    run, the sensors) replaces it. Variables that an environment overrides are left out:
+    run config vars win over `[environments.E]`, and would undo the partition's values."""
+    per_environment = {name for values in pipeline.environments.values() for name in values}
+    defaults = {name: to_text(value) for name, value in pipeline.vars.items()
+                if name not in per_environment}
+    if not defaults:
+        return None
+    return {"resources": {"infrakitchen": {"config": {"vars": defaults}}}}
 
 
 def build_trigger_schedules(graph: PipelineGraph, provision_job: Any) -> list[Any]:

@@ -1,19 +1,21 @@
 """Who a Dagster run acts as, and what to tell someone whose launch was refused.
 
-`ik run` and the approvals sensor name the principal in the run's `infrakitchen/user`
-tag. A run launched from the UI (Materialize, Launchpad) carries no such tag: it acts as
-`INFRAKITCHEN_UI_PRINCIPAL` when the code location sets it. When it does not, the run acts
-as the code location's own identity (INFRAKITCHEN_USER, else the OS user), which on a
-pipeline with owners normally holds no role: the step is refused with a line saying how
-to set the principal, instead of acting as whoever happens to run the webserver.
-Schedules and sensors (`infrakitchen/trigger`) act as the code location's identity.
+`ik run`, `dagster job execute` and the approvals sensor start runs whose principal is
+known: the `infrakitchen/user` tag, else (a terminal with no tag) the code location's own
+identity (INFRAKITCHEN_USER, else the OS user). A run launched from the UI (Materialize,
+Launchpad) is a run of the code location (it has a remote job origin) that no schedule,
+sensor or backfill started: its tags are whatever the person typed, so it acts as
+`INFRAKITCHEN_UI_PRINCIPAL`, a setting of the deployment, and with that unset it is
+refused with a line saying how to set it, never acting as whoever runs the webserver.
+Schedules and file watches (`infrakitchen/trigger`) act as the code location's identity.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
+
+from dagster import DagsterRun
 
 from .store import default_actor
 
@@ -24,6 +26,8 @@ TRIGGER_TAG = "infrakitchen/trigger"
 #: set on a run that named no principal when it started (launched from the UI)
 LAUNCH_TAG = "infrakitchen/launch"
 UI_LAUNCH = "ui"
+#: the source of a UI launch's principal when the deployment sets none
+UNSET = "unset"
 
 
 @dataclass(frozen=True)
@@ -32,11 +36,25 @@ class RunPrincipal:
 
     name: str
     #: "tag" (ik run, sensors), "ui" (INFRAKITCHEN_UI_PRINCIPAL), "trigger" (schedules,
-    #: file watches) or "location" (a UI launch without a configured principal)
+    #: file watches), "location" (an untagged run started in-process or from a terminal:
+    #: the code location's identity) or "unset" (a UI launch while no UI principal is set:
+    #: refused)
     source: str
+
+    @property
+    def unset(self) -> bool:
+        """A UI launch while the deployment names no UI principal: refused before anything
+        runs, whatever roles the code location's own user holds."""
+        return self.source == UNSET
 
     def refusal_hint(self, pipeline: str) -> str:
         """What to add to a refusal so that the person who launched the run can act."""
+        if self.unset:
+            return (f" Runs launched from the UI act as {UI_PRINCIPAL_ENV}, which this "
+                    f"deployment does not set. Set it on the code location (and the daemon) "
+                    f"to a principal with the write role on {pipeline!r} (ik grant NAME "
+                    f"write --pipeline {pipeline}), or launch with `ik run {pipeline} --as "
+                    "NAME`.")
         if self.source == "location":
             return (f" This run was launched without a principal (from the UI): it acts as "
                     f"{UI_PRINCIPAL_ENV}, which this code location does not set, so it "
@@ -49,16 +67,30 @@ class RunPrincipal:
         return ""
 
 
-def run_principal(tags: Mapping[str, str] | None) -> RunPrincipal:
-    """The principal a run with these tags acts as (see the module docstring)."""
-    tags = tags or {}
-    launched_from_ui = tags.get(LAUNCH_TAG) == UI_LAUNCH
+#: tags Dagster itself puts on runs that a schedule, a sensor or a backfill started
+_AUTOMATION_TAGS = ("dagster/schedule_name", "dagster/sensor_name", "dagster/backfill")
+
+
+def ui_principal() -> str | None:
+    """The deployment's principal for UI launches, when set."""
+    return os.environ.get(UI_PRINCIPAL_ENV, "").strip() or None
+
+
+def run_principal(run: DagsterRun | None) -> RunPrincipal:
+    """The principal `run` acts as (see the module docstring)."""
+    tags = run.tags if run is not None else {}
     named = tags.get(USER_TAG)
-    configured = os.environ.get(UI_PRINCIPAL_ENV, "").strip()
-    if named and not launched_from_ui:
-        return RunPrincipal(named, "tag")
+    from_location = run is not None and run.remote_job_origin is not None
+    automated = any(tag in tags for tag in _AUTOMATION_TAGS)
     if tags.get(TRIGGER_TAG) and not named:
         return RunPrincipal(default_actor(), "trigger")
-    if configured:
+    if from_location and not automated:  # launched from the UI: its tags are typed
+        configured = ui_principal()
+        return RunPrincipal(configured, "ui") if configured else RunPrincipal(
+            default_actor(), UNSET)
+    if named and tags.get(LAUNCH_TAG) != UI_LAUNCH:
+        return RunPrincipal(named, "tag")
+    configured = ui_principal()
+    if configured:  # an untagged run started in-process acts as a UI launch would
         return RunPrincipal(configured, "ui")
-    return RunPrincipal(named or default_actor(), "location")
+    return RunPrincipal(default_actor(), "location")

@@ -118,6 +118,11 @@ def parse(module: str, base_dir: Path | None = None) -> GitSource:
     if not is_git_source(module):
         raise SourceError(f"module {module!r} is not a git source (expected git::URL...)")
     rest = module[len(PREFIX):]
+    if re.search(r"://[^/@\s]*:[^/@\s]*@", rest):  # user:password@ in the URL
+        raise SourceError(
+            f"module {redact_in(module)!r}: a password or token in the git URL would reach "
+            "command lines, the record and logs; give it through an integration instead "
+            "(GIT_TOKEN or GIT_SSH_KEY in its env, from_env)")
     ref: str | None = None
     if "?" in rest:
         rest, _, query = rest.rpartition("?")

@@ -72,7 +72,7 @@ def make_runtime(graph: PipelineGraph, context: Any, tofu: TofuResource,
     return TaskRuntime(
         graph=graph, environment=environment, store=infrakitchen.store(), tofu=tofu,
         runtime_vars=infrakitchen.runtime_vars(),
-        actor=run_principal(run.tags if run else None).name,
+        actor=run_principal(run).name,
         run_id=run.run_id if run else None, log=log.debug, progress=log.info,
         force=infrakitchen.force,
         run_is_alive=run_is_alive,
@@ -138,8 +138,7 @@ def is_refusal(exc: BaseException | None) -> bool:
 
 
 def principal_of(context: Any) -> RunPrincipal:
-    run = current_run(context)
-    return run_principal(run.tags if run else None)
+    return run_principal(current_run(context))
 
 
 def perform(runtime: TaskRuntime, node: Node, principal: RunPrincipal) -> Outcome:
@@ -147,12 +146,16 @@ def perform(runtime: TaskRuntime, node: Node, principal: RunPrincipal) -> Outcom
     outcome, not a step failure: one line, the asset is not materialised and not marked
     failed, nothing was changed. `ik run` and sensor runs fail on it as before (their
     launcher reports it)."""
+    if principal.unset:
+        reason = (f"{node.name}: refused, nothing was changed: no principal for a UI "
+                  f"launch.{principal.refusal_hint(runtime.pipeline.name)}")
+        return Outcome(OutcomeStatus.REFUSED, runtime.record(node.name), reason=reason)
     try:
         if node.kind in ("resource", "abstract"):
             return runtime.provision(node, timeout=node.task.timeout)
         return runtime.run_command(node, timeout=node.task.timeout)
     except Refused as exc:
-        if principal.source not in ("ui", "location"):
+        if principal.source not in ("ui", "location", "unset"):
             raise
         reason = (f"{node.name}: refused, nothing was changed: {exc}."
                   f"{principal.refusal_hint(runtime.pipeline.name)}")
@@ -168,7 +171,7 @@ def tag_ui_run(context: Any, graph: PipelineGraph, principal: RunPrincipal) -> N
         return
     wanted = {PIPELINE_TAG: graph.pipeline.name, "infrakitchen/job": "provision",
               USER_TAG: principal.name}
-    if principal.source in ("ui", "location"):
+    if principal.source in ("ui", "location", "unset"):
         wanted[LAUNCH_TAG] = UI_LAUNCH
     missing = {k: v for k, v in wanted.items() if k not in run.tags}
     if missing:

@@ -164,6 +164,15 @@ def test_the_approval_day_in_the_console(console_env: IkEnv,
     # the requester cannot approve from the Launchpad; an admin can
     decision = {"ops": {"gate__decide": {"config": {"request_id": request.id,
                                                      "decision": "approve"}}}}
+    # a tag typed in the Launchpad is no identity: without a UI principal nobody decides
+    monkeypatch.delenv("INFRAKITCHEN_UI_PRINCIPAL")
+    forged = build_definitions().resolve_job_def("gate__approve").execute_in_process(
+        instance=instance, run_config=decision, tags={"infrakitchen/user": "adam"},
+        raise_on_error=False)
+    assert not forged.success
+    assert any("no principal decides from the UI" in m for m in _lines(forged.run_id, "ERROR"))
+    assert Approvals(LifecycleStore()).get(request.id).status == "pending"
+    monkeypatch.setenv("INFRAKITCHEN_UI_PRINCIPAL", "wendy")
     denied = _ui_launch("gate__approve", decision)
     assert not denied.success
     assert any("needs admin" in m for m in _lines(denied.run_id, "ERROR"))

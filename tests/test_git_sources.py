@@ -162,6 +162,15 @@ def test_validate_checks_the_source_string_without_the_network(tmp_path: Path) -
     assert "ref '-x' is not a valid tag, branch or commit name" in result.stderr
     assert "subdirectory '../up' must stay inside the repository" in result.stderr
 
+    # a token written into the URL is refused, and not repeated in the refusal
+    leaky = tmp_path / "leaky.toml"
+    leaky.write_text('name = "leaky"\n[tasks.a]\n'
+                     'module = "git::https://bob:tok-9f8e7d@git.invalid/m.git//net?ref=v1"\n')
+    refused = ik_in_process("validate", str(leaky), check=False)
+    assert refused.returncode == 1
+    assert "give it through an integration instead" in refused.stderr
+    assert "tok-9f8e7d" not in refused.stderr + refused.stdout
+
 
 def test_concurrent_runs_share_one_cache(ik_env: IkEnv,
                                          module_repo: tuple[Path, dict[str, str]]) -> None:

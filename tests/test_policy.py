@@ -306,3 +306,22 @@ variables = {{ name = "box", size = "{{{{.SIZE}}}}", count_file = "{counts}/box"
     assert LARGE in warned.description
     assert _applied(counts, "box") == 0  # a dry run: nothing applied, nothing recorded
     assert _record("single", "box")["policy"]["deny"]
+
+
+def test_values_a_plan_marks_sensitive_are_masked_in_messages() -> None:
+    """A policy message may quote anything in the plan: the values tofu marks sensitive
+    (before and after a change, in the prior state, sensitive outputs) are secrets too."""
+    from infrakitchen_dagster.runtime.policy import plan_secrets
+
+    document = {
+        "resource_changes": [{"change": {
+            "before": {"id": "1", "password": "old-pw-1"},
+            "before_sensitive": {"password": True},
+            "after": {"tokens": ["tok-a", "public"]},
+            "after_sensitive": {"tokens": [True, False]}}}],
+        "prior_state": {"values": {"root_module": {"child_modules": [{"resources": [
+            {"values": {"result": "rand-pw-2"}, "sensitive_values": {"result": True}}]}]}}},
+        "planned_values": {"outputs": {"dsn": {"sensitive": True, "value": "pg://x:y@h"},
+                                       "host": {"sensitive": False, "value": "h"}}},
+    }
+    assert plan_secrets(document) == {"old-pw-1", "tok-a", "rand-pw-2", "pg://x:y@h"}

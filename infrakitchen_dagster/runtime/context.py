@@ -6,11 +6,11 @@ Operations (provision, gate, destroy, plan, commands, healing) are plain functio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..access import Permission, PermissionDenied
 from ..approvals import Approvals, gated
@@ -21,6 +21,9 @@ from ..store import LifecycleStore, RecordView
 from ..store.lifecycle import Action
 from ..tofu import BackendSettings, TofuSettings, TofuWorkspace
 from .errors import Refused
+
+if TYPE_CHECKING:  # resolve.py builds on this module
+    from .resolve import ResolvedTask
 
 Log = Callable[[str], None]
 
@@ -112,9 +115,19 @@ class RunContext:
     def working_dir(self, node: Node) -> Path:
         return self.tofu.working_dir(self.pipeline.name, self.environment, node.asset_name)
 
+    def workspace_for(self, resolved: ResolvedTask, *, timeout: float | None,
+                      lines: list[str] | None = None,
+                      secrets: Iterable[str] = ()) -> TofuWorkspace:
+        """The working directory of a resolved task, with its module (the git checkout
+        it resolved, for a git source), backend, env and secrets (plus `secrets`)."""
+        return self.workspace(resolved.node, backend=resolved.backend, env=resolved.env,
+                              secrets=resolved.secrets | set(secrets), timeout=timeout,
+                              lines=lines, module_dir=resolved.module_dir)
+
     def workspace(self, node: Node, *, backend: BackendSettings, env: dict[str, str],
                   secrets: set[str] | frozenset[str], timeout: float | None,
-                  lines: list[str] | None = None) -> TofuWorkspace:
+                  lines: list[str] | None = None,
+                  module_dir: Path | None = None) -> TofuWorkspace:
         """The node's working directory; every output line is logged (and kept in `lines`)."""
 
         def on_line(line: str) -> None:
@@ -124,5 +137,6 @@ class RunContext:
 
         return self.tofu.workspace(
             pipeline=self.pipeline.name, environment=self.environment, task=node.asset_name,
-            module_dir=self.graph.module_dir(node.name) or Path("."), backend=backend,
+            module_dir=module_dir or self.graph.module_dir(node.name) or Path("."),
+            backend=backend,
             env=env, on_line=on_line, secrets=set(secrets), timeout=timeout)

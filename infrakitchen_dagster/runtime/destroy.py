@@ -79,9 +79,8 @@ def destroy(ctx: RunContext, name: str, timeout: float | None = None, reason: st
         return _destroy_abstract(ctx, record)
     resolved = Resolver(ctx).resolve(node, variables=record.variables)
     lines: list[str] = []
-    workspace = ctx.workspace(node, backend=resolved.backend, env=resolved.env,
-                              secrets=resolved.secrets | set(record.secrets),
-                              timeout=timeout, lines=lines)
+    workspace = ctx.workspace_for(resolved, timeout=timeout, lines=lines,
+                                  secrets=record.secrets)
     with workspace.locked(ctx.progress), Leases(ctx.store).held(record.id, ctx.run_id):
         if record.state == State.PROVISION:
             return _destroy_partial(ctx, node, record, workspace, reason)

@@ -21,8 +21,7 @@ def plan(ctx: RunContext, node: Node) -> PlanSummary:
     """A dry run: `tofu plan` with today's values; no record changes."""
     resolved = Resolver(ctx).resolve(node)
     check_rules(resolved)  # a value the apply would refuse is refused by its dry run too
-    workspace = ctx.workspace(node, backend=resolved.backend, env=resolved.env,
-                              secrets=resolved.secrets, timeout=node.task.timeout)
+    workspace = ctx.workspace_for(resolved, timeout=node.task.timeout)
     with workspace.locked(ctx.progress):
         workspace.prepare(resolved.variables)
         workspace.init()
@@ -40,9 +39,8 @@ def drift(ctx: RunContext, node: Node) -> Drift | None:
     if record is None or record.state != State.PROVISIONED or node.kind != "resource":
         return None
     resolved = Resolver(ctx).resolve(node, variables=record.variables)
-    workspace = ctx.workspace(node, backend=resolved.backend, env=resolved.env,
-                              secrets=resolved.secrets | set(record.secrets),
-                              timeout=node.task.timeout)
+    workspace = ctx.workspace_for(resolved, timeout=node.task.timeout,
+                                  secrets=record.secrets)
     with workspace.locked(ctx.progress):
         workspace.prepare(record.variables)
         workspace.init()

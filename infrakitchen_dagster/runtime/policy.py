@@ -12,12 +12,14 @@ no extra tofu process is started.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from ..graph import Node
+from ..interpolation import to_text
 from ..policy import PolicyError, PolicySet, Verdict
 from ..store import RecordView, State, Status
 from ..store.lifecycle import Action
@@ -56,6 +58,10 @@ def check_plan(ctx: RunContext, node: Node, policies: PolicySet | None,
     if policies is None:
         return None
     document = workspace.show_json(plan_file)
+    # a message may quote any value of the plan: mask this resource's own secrets too
+    # (its sensitive outputs, and what the plan marks sensitive before and after)
+    record = ctx.record(node.name)
+    secrets = set(secrets) | plan_secrets(document) | set(record.secrets if record else ())
     try:
         verdict = policies.evaluate(document, about(ctx, node, operation), secrets,
                                     operation=operation)
@@ -64,8 +70,58 @@ def check_plan(ctx: RunContext, node: Node, policies: PolicySet | None,
     keep(ctx, node, verdict)
     ctx.progress(f"{node.name}: policy {verdict.summary()}")
     if verdict.denied:
+        if record is not None:  # no record moves on a deny: tell the failure from here
+            ctx.notify("failed", record, operation=operation,
+                       error="denied by policy: " + "; ".join(verdict.deny))
         raise PolicyDenied(node.name, verdict)
     return verdict
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+    elif value is not None and value != "":
+        yield to_text(value)
+
+
+def _marked(value: Any, marks: Any) -> Iterator[str]:
+    """The leaves of `value` that `marks` (tofu's `*_sensitive` shape) flags as sensitive."""
+    if marks is True:
+        yield from _leaves(value)
+    elif isinstance(marks, dict) and isinstance(value, dict):
+        for key, mark in marks.items():
+            yield from _marked(value.get(key), mark)
+    elif isinstance(marks, list) and isinstance(value, list):
+        for item, mark in zip(value, marks, strict=False):
+            yield from _marked(item, mark)
+
+
+def _module_secrets(module: dict[str, Any]) -> Iterator[str]:
+    for resource in module.get("resources") or []:
+        yield from _marked(resource.get("values"), resource.get("sensitive_values"))
+    for child in module.get("child_modules") or []:
+        yield from _module_secrets(child)
+
+
+def plan_secrets(document: dict[str, Any]) -> set[str]:
+    """Every value a plan document (`tofu show -json`) marks sensitive: resource changes
+    before and after, the prior state, and sensitive outputs."""
+    found: set[str] = set()
+    for change in document.get("resource_changes") or []:
+        detail = change.get("change") or {}
+        for side in ("before", "after"):
+            found.update(_marked(detail.get(side), detail.get(f"{side}_sensitive")))
+    prior = ((document.get("prior_state") or {}).get("values") or {}).get("root_module")
+    if prior:
+        found.update(_module_secrets(prior))
+    for output in ((document.get("planned_values") or {}).get("outputs") or {}).values():
+        if output.get("sensitive"):
+            found.update(_leaves(output.get("value")))
+    return found
 
 
 def keep(ctx: RunContext, node: Node, verdict: Verdict) -> None:
@@ -143,8 +199,7 @@ def dry_run(ctx: RunContext, node: Node) -> Verdict | None:
     record = ctx.record(node.name)
     operation = ("update" if record is not None and record.state == State.PROVISIONED
                  else "provision")
-    workspace = ctx.workspace(node, backend=resolved.backend, env=resolved.env,
-                              secrets=resolved.secrets, timeout=node.task.timeout)
+    workspace = ctx.workspace_for(resolved, timeout=node.task.timeout)
     with workspace.locked(ctx.progress):
         workspace.prepare(resolved.variables)
         workspace.init()

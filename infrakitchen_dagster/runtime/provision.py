@@ -45,8 +45,7 @@ def provision(ctx: RunContext, node: Node, timeout: float | None = None) -> Outc
     if node.kind == "abstract":
         return _record_abstract(ctx, recreate_if_needed(ctx, record), resolved)
     lines: list[str] = []
-    workspace = ctx.workspace(node, backend=resolved.backend, env=resolved.env,
-                              secrets=resolved.secrets, timeout=timeout, lines=lines)
+    workspace = ctx.workspace_for(resolved, timeout=timeout, lines=lines)
     if unchanged(ctx, record, resolved, workspace):
         ctx.progress(
             f"{node.name}: unchanged since revision {record.revision}; not running tofu")
@@ -98,8 +97,7 @@ def up_to_date(ctx: RunContext, node: Node) -> bool:
         resolved = Resolver(ctx).resolve(node)
     except (InterpolationError, TaskFailure):
         return False
-    workspace = ctx.workspace(node, backend=resolved.backend, env=resolved.env,
-                              secrets=resolved.secrets, timeout=None)
+    workspace = ctx.workspace_for(resolved, timeout=None)
     return unchanged(ctx, record, resolved, workspace)
 
 

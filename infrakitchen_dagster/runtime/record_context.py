@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..graph import Node, PipelineGraph
-from ..interpolation import render_value, to_text
+from ..interpolation import mask, render_value, to_text
 from ..spec import Inherited
 
 SENSITIVE = "(sensitive)"
@@ -20,7 +20,10 @@ Lookup = Any  # Callable[[Ref], Any]; see resolve.Lookup
 
 
 def _shown(value: Any, secrets: set[str] | frozenset[str]) -> Any:
-    return SENSITIVE if to_text(value) in secrets else value
+    """`value` as the record may keep it: a value that contains a secret anywhere (a tag
+    `db-{{.db.password}}`, say) is "(sensitive)"."""
+    text = to_text(value)
+    return SENSITIVE if mask(text, secrets) != text else value
 
 
 def _own(items: list[Inherited], resolve: Lookup, secrets: set[str] | frozenset[str],

@@ -320,6 +320,8 @@ class Resolver:
             fingerprint=self.fingerprint(node, variables, backend, env, integrations,
                                          module_hash, source), source=source,
             module_dir=self.ctx.graph.module_dir(node.name), module_hash=module_hash,
+            # the module string and its source as of this configuration (a record that
+            # moved from one source to another, or to a local module, says so)
             context={**record_context(self.ctx.graph, node, resolve, secrets),
-                     **({"source": source} if source else {})},
+                     "source": source, "module": node.task.module},
             policies=self.policies())
