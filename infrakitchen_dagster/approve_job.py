@@ -91,7 +91,7 @@ def build_approve_job(graph: PipelineGraph, keys: dict[str, AssetKey]) -> JobDef
                 signature=config.signature.strip() + "\n" if config.signature.strip()
                 else None)
         except (ApprovalError, PermissionDenied) as exc:
-            hint = (f" Decisions from the UI act as {UI_PRINCIPAL_ENV}={actor!r}."
+            hint = (f". Decisions from the UI act as {UI_PRINCIPAL_ENV}={actor!r}."
                     if isinstance(exc, PermissionDenied) else "")
             _refuse(context, f"{exc}{hint}")
         by = decided.decided_by
