@@ -54,11 +54,11 @@ def prewarm_one(ctx: RunContext, node: Node) -> bool:
 
 def prewarm(ctx: RunContext, nodes: Iterable[Node], width: int | None = None) -> int:
     """Initialise `nodes` side by side (at most `width`, default INFRAKITCHEN_MAX_PARALLEL);
-    how many inits ran. The binary's version is learnt first, once."""
+    how many inits ran. The binary's version is learnt meanwhile, once."""
     candidates = [n for n in nodes if n.kind == "resource"]
     if not candidates:
         return 0
-    ctx.tofu.version()
     with ThreadPoolExecutor(max_workers=width or settings.max_parallel(),
                             thread_name_prefix="infrakitchen-prewarm") as pool:
+        pool.submit(ctx.tofu.version)  # every fingerprint needs it: learnt beside the inits
         return sum(pool.map(lambda node: prewarm_one(ctx, node), candidates))
