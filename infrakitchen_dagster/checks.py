@@ -10,7 +10,7 @@ resources): a thousand-resource pipeline loads one check op instead of a thousan
 """
 
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from dagster import (
@@ -39,28 +39,42 @@ DRIFT_CHECK = "drift"
 def build_drift_checks(graph: PipelineGraph, keys: Mapping[str, AssetKey]
                        ) -> AssetChecksDefinition:
     """The `drift` check of each resource `keys` names (node name -> asset key)."""
+    return per_resource_check(graph, keys, DRIFT_CHECK,
+                              "tofu plan -detailed-exitcode against the applied values",
+                              _check_one)
+
+
+#: one resource's check: (graph, node, asset key, context, tofu, infrakitchen) -> result
+CheckOne = Callable[[PipelineGraph, Node, AssetKey, AssetCheckExecutionContext, TofuResource,
+                     InfraKitchenResource], AssetCheckResult]
+
+
+def per_resource_check(graph: PipelineGraph, keys: Mapping[str, AssetKey], check_name: str,
+                       description: str, check_one: CheckOne) -> AssetChecksDefinition:
+    """One subsettable `multi_asset_check` named `<prefix>__<check_name>` with a check
+    `check_name` on each resource `keys` names; `check_one` judges one resource. One
+    resource's error does not hide the others' results: the check fails at the end,
+    naming every resource that could not be checked."""
     nodes = {key: graph.nodes[name] for name, key in keys.items()}
-    specs = [AssetCheckSpec(name=DRIFT_CHECK, asset=key,
-                            description="tofu plan -detailed-exitcode against the applied "
-                                        "values")
+    specs = [AssetCheckSpec(name=check_name, asset=key, description=description)
              for key in keys.values()]
 
-    @multi_asset_check(name=f"{graph.pipeline.job_prefix}__{DRIFT_CHECK}", specs=specs,
+    @multi_asset_check(name=f"{graph.pipeline.job_prefix}__{check_name}", specs=specs,
                        can_subset=True)
-    def _drift(context: AssetCheckExecutionContext, tofu: TofuResource,
+    def _check(context: AssetCheckExecutionContext, tofu: TofuResource,
                infrakitchen: InfraKitchenResource) -> Iterator[AssetCheckResult]:
         errors: list[str] = []
         for check_key in sorted(context.selected_asset_check_keys, key=str):
             node = nodes[check_key.asset_key]
             try:
-                yield _check_one(graph, node, check_key.asset_key, context, tofu, infrakitchen)
-            except Exception as exc:  # one resource's error must not hide the others' checks
-                context.log.error(f"{node.name}: drift check failed: {exc}")
+                yield check_one(graph, node, check_key.asset_key, context, tofu, infrakitchen)
+            except Exception as exc:  # one resource's error must not hide the others'
+                context.log.error(f"{node.name}: {check_name} check failed: {exc}")
                 errors.append(f"{node.name}: {exc}")
         if errors:
-            raise Failure(description="drift check failed for " + "; ".join(errors))
+            raise Failure(description=f"{check_name} check failed for " + "; ".join(errors))
 
-    return _drift
+    return _check
 
 
 def _check_one(graph: PipelineGraph, node: Node, key: AssetKey,

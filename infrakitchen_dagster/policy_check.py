@@ -10,7 +10,7 @@ record (`ik inspect`). Run on its own (Execute in the UI), the check judges toda
 configuration by today's policies: a plan per resource and environment, nothing applied.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from dagster import (
@@ -19,13 +19,11 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
-    AssetCheckSpec,
     AssetKey,
-    Failure,
     MetadataValue,
-    multi_asset_check,
 )
 
+from .checks import per_resource_check
 from .graph import Node, PipelineGraph
 from .interpolation import InterpolationError
 from .resources import InfraKitchenResource, TofuResource
@@ -108,27 +106,9 @@ def build_policy_checks(graph: PipelineGraph, keys: Mapping[str, AssetKey]
                         ) -> AssetChecksDefinition:
     """The `policy` check of each resource `keys` names (node name -> asset key), run on
     its own as a dry run of today's configuration."""
-    nodes = {key: graph.nodes[name] for name, key in keys.items()}
-    specs = [AssetCheckSpec(name=POLICY_CHECK, asset=key,
-                            description="the pipeline's Rego policies (deny/warn) on the plan")
-             for key in keys.values()]
-
-    @multi_asset_check(name=f"{graph.pipeline.job_prefix}__{POLICY_CHECK}", specs=specs,
-                       can_subset=True)
-    def _policy(context: AssetCheckExecutionContext, tofu: TofuResource,
-                infrakitchen: InfraKitchenResource) -> Iterator[AssetCheckResult]:
-        errors: list[str] = []
-        for check_key in sorted(context.selected_asset_check_keys, key=str):
-            node = nodes[check_key.asset_key]
-            try:
-                yield _check_one(graph, node, check_key.asset_key, context, tofu, infrakitchen)
-            except Exception as exc:  # one resource's error must not hide the others'
-                context.log.error(f"{node.name}: policy check failed: {exc}")
-                errors.append(f"{node.name}: {exc}")
-        if errors:
-            raise Failure(description="policy check failed for " + "; ".join(errors))
-
-    return _policy
+    return per_resource_check(graph, keys, POLICY_CHECK,
+                              "the pipeline's Rego policies (deny/warn) on the plan",
+                              _check_one)
 
 
 def _check_one(graph: PipelineGraph, node: Node, key: AssetKey,

@@ -361,16 +361,21 @@ class TofuWorkspace:
         """
         binary = self.resource.resolved_binary()
         self.on_line(f"$ {os.path.basename(binary)} show -json {plan_file.name}")
-        argv = [binary, "show", "-json", str(plan_file)]
+        return self._read_json("show", "-json", str(plan_file))
+
+    def _read_json(self, *args: str) -> dict[str, Any]:
+        """A tofu command whose JSON output holds real values (secrets included): read
+        whole, never streamed to the log; only its error lines are shown, masked."""
+        argv = [self.resource.resolved_binary(), *args]
         try:
             done = subprocess.run(argv, cwd=self.path, env=self.env, capture_output=True,
                                   text=True, timeout=self.timeout, check=False,
                                   umask=PRIVATE_UMASK)
         except subprocess.TimeoutExpired:
-            raise ProcessTimeout("show", self.timeout or 0, 0) from None
+            raise ProcessTimeout(args[0], self.timeout or 0, 0) from None
         if done.returncode != 0:
             lines = [mask(line, self.secrets) for line in done.stderr.splitlines()]
-            raise TofuError("show -json", ProcessResult(done.returncode, lines))
+            raise TofuError(f"{args[0]} -json", ProcessResult(done.returncode, lines))
         return json.loads(done.stdout or "{}")
 
     def detailed_plan(self) -> tuple[int, PlanSummary, ProcessResult]:
@@ -429,17 +434,7 @@ class TofuWorkspace:
 
     def outputs(self) -> dict[str, dict[str, Any]]:
         """`output -json`, read once and never logged (it holds the real secret values)."""
-        argv = [self.resource.resolved_binary(), "output", "-json", "-no-color"]
-        try:
-            done = subprocess.run(argv, cwd=self.path, env=self.env, capture_output=True,
-                                  text=True, timeout=self.timeout, check=False,
-                                  umask=PRIVATE_UMASK)
-        except subprocess.TimeoutExpired:
-            raise ProcessTimeout("output", self.timeout or 0, 0) from None
-        if done.returncode != 0:
-            lines = [mask(line, self.secrets) for line in done.stderr.splitlines()]
-            raise TofuError("output -json", ProcessResult(done.returncode, lines))
-        return json.loads(done.stdout or "{}")
+        return self._read_json("output", "-json", "-no-color")
 
     def apply_saved(self, saved_plan: Path) -> ProcessResult:
         """Apply an approved plan file exactly as it was saved, from a private copy in the

@@ -28,25 +28,27 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from .browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    free_port,
+    screenshot,
+    skip_community_dialog,
+    wait_until_serving,
+)
 from .conftest import FIXTURES, ROOT, IkEnv, Toolchain, make_ik_env, write_pipeline
 
 pytestmark = pytest.mark.timeout(900)
 
-CHROMIUM = Path("/usr/bin/chromium")
 PIPELINE, OWNER, WRITER = "gate", "olive", "wendy"
 LOCATION = "definitions.py"
 UI_TIMEOUT_MS = 60_000
@@ -56,16 +58,6 @@ STOP_SECONDS = 60
 
 
 # -- the console: `dagster dev` acting as one principal ------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(path: Path, limit: int = 6000) -> str:
-    return path.read_text(errors="replace")[-limit:] if path.exists() else "(no output)"
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -91,7 +83,7 @@ def _console(env: IkEnv, principal: str | None, log: Path) -> Iterator[str]:
     settings.pop("INFRAKITCHEN_UI_PRINCIPAL", None)
     if principal is not None:
         settings["INFRAKITCHEN_UI_PRINCIPAL"] = principal
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [str(Path(sys.executable).parent / "dagster"), "dev", "-f", LOCATION,
                "-h", "127.0.0.1", "-p", str(port)]
@@ -99,21 +91,7 @@ def _console(env: IkEnv, principal: str | None, log: Path) -> Iterator[str]:
         process = subprocess.Popen(command, cwd=ROOT, env=settings, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            code = process.poll()
-            if code is not None:
-                raise AssertionError(f"dagster dev exited {code} before serving:\n{_tail(log)}")
-            try:
-                with urllib.request.urlopen(f"{base}/server_info", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"dagster dev did not answer on {base} within "
-                                     f"{STARTUP_SECONDS}s:\n{_tail(log)}")
-            time.sleep(0.5)  # no event to wait on: the port answers when it answers
+        wait_until_serving(process, base, log, STARTUP_SECONDS, "dagster dev")
         yield base
     finally:
         _stop(process)
@@ -133,20 +111,10 @@ class Operator:
         self._skip_community_dialog()
 
     def _skip_community_dialog(self) -> None:
-        """The first visit may show "Join the Dagster community"; dismiss it."""
-        skip = self.page.get_by_role("button", name="Skip")
-        try:
-            skip.wait_for(state="visible", timeout=5_000)
-        except PlaywrightTimeout:  # not shown (again) in this browser context
-            return
-        skip.click()
-        expect(skip).to_have_count(0, timeout=UI_TIMEOUT_MS)
+        skip_community_dialog(self.page, UI_TIMEOUT_MS, appear_ms=5_000)
 
     def shot(self, name: str) -> Path:
-        path = self.shots / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
-        assert path.is_file() and path.stat().st_size > 0, f"empty screenshot {path}"
-        return path
+        return screenshot(self.page, self.shots / f"{name}.png")
 
     def materialize(self, task: str) -> str:
         """Click Materialize on the asset's page, follow the toast to the run; its id."""
@@ -271,7 +239,7 @@ def test_a_day_in_the_console_request_approve_apply_and_a_policy_denial(
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            args=CHROMIUM_ARGS)
         try:
             opened: list[Operator] = []
 

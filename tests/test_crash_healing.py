@@ -194,6 +194,9 @@ def test_killed_run_worker_under_the_daemon_heals_without_a_person(
     pipelines = tmp_path / "pipelines"
     env = make_ik_env(tmp_path, toolchain, pipelines, database_url=postgres_database)
     env.env["INFRAKITCHEN_EXECUTOR"] = "in_process"
+    # `dagster job launch` goes through the code location, as the UI does: its run acts as
+    # the deployment's UI principal (unset, it would be refused before anything runs)
+    env.env["INFRAKITCHEN_UI_PRINCIPAL"] = "operator"
     for key, value in _use_postgres_instance(env, postgres_database).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("DAGSTER_HOME", str(env.dagster_home))
