@@ -38,9 +38,9 @@ from .approvals import (
     RequestStatus,
     decision_payload,
     gated,
-    plan_text,
 )
 from .graph import PipelineGraph
+from .notify import plan_text
 from .signatures import NAMESPACE
 from .store import LifecycleStore
 

@@ -146,12 +146,6 @@ class ApprovalRequest:
         }
 
 
-def plan_text(summary: dict[str, int]) -> str:
-    """A plan summary the way people read it: +add ~change -destroy."""
-    return (f"+{summary.get('add', 0)} ~{summary.get('change', 0)} "
-            f"-{summary.get('destroy', 0)}")
-
-
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

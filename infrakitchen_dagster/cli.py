@@ -24,11 +24,11 @@ from .approvals import (
     decision_payload,
     gated,
     pipeline_named,
-    plan_text,
 )
 from .errors import CliError
 from .graph import PipelineGraph, find_pipeline, load_graph, names_from_run_vars
 from .module_schema import ModuleSchema, ModuleSchemaError, applied_module_schema, text_lines
+from .notify import plan_text
 from .signatures import SignatureError, sign
 from .spec import PipelineError, read_pipeline
 from .store import IllegalTransition, LifecycleStore, RecordView, State, default_actor

@@ -74,6 +74,7 @@ class Event:
 
 
 def plan_text(plan: dict[str, int]) -> str:
+    """A plan summary the way people read it: +add ~change -destroy."""
     return f"+{plan.get('add', 0)} ~{plan.get('change', 0)} -{plan.get('destroy', 0)}"
 
 

@@ -19,10 +19,10 @@ from dagster import (
 )
 
 from .approval_check import approve_job_name, evaluate, gated_resources
-from .approvals import plan_text
 from .failures import PIPELINE_TAG, REFUSED, report_dead_run
 from .graph import Node, PipelineGraph
 from .interpolation import InterpolationError
+from .notify import plan_text
 from .policy_check import policy_metadata
 from .process import ProcessTimeout
 from .resources import InfraKitchenResource, TofuResource

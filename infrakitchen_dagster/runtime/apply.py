@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..approvals import plan_text
 from ..graph import Node
+from ..notify import plan_text
 from ..store import RecordView, State, Status
 from ..store.lifecycle import Action
 from ..tofu import PlanSummary, TofuWorkspace

@@ -18,9 +18,9 @@ from ..approvals import (
     ApprovalRequest,
     Operation,
     RequestStatus,
-    plan_text,
 )
 from ..graph import Node
+from ..notify import plan_text
 from ..policy import PolicySet
 from ..store import RecordView, State
 from ..tofu import PlanSummary, TofuWorkspace

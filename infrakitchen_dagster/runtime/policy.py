@@ -16,14 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from ..graph import Node
 from ..interpolation import to_text
 from ..policy import PolicyError, PolicySet, Verdict
 from ..store import RecordView, State, Status
 from ..store.lifecycle import Action
-from ..store.models import ResourceRecord, utcnow
 from ..tofu import TofuWorkspace
 from .apply import Change, apply, failed, recreate_if_needed, start
 from .context import RunContext
@@ -131,13 +128,8 @@ def keep(ctx: RunContext, node: Node, verdict: Verdict) -> None:
     it is kept whatever state the record is in (a gated request filed, a deny that
     leaves the record as it was).
     """
-    with ctx.store.session() as session:
-        row = session.scalar(select(ResourceRecord).where(
-            ResourceRecord.pipeline == ctx.pipeline.name, ResourceRecord.task == node.name,
-            ResourceRecord.environment == ctx.environment).with_for_update())
-        if row is not None:
-            row.policy = {**verdict.as_dict(), "run_id": ctx.run_id,
-                          "evaluated_at": utcnow().isoformat()}
+    ctx.store.record_policy(ctx.pipeline.name, node.name, ctx.environment,
+                            verdict.as_dict(), run_id=ctx.run_id)
     ctx.audit("policy_denied" if verdict.denied else "policy_passed", node.name,
               {"operation": verdict.operation, "digest": verdict.digest,
                "deny": list(verdict.deny), "warn": list(verdict.warn)})

@@ -426,6 +426,16 @@ class LifecycleStore:
                 self._audit(session, row, action, actor, run_id,
                             {"plan": drift["plan"], "changes": drift["changes"]})
 
+    def record_policy(self, pipeline: str, task: str, environment: str,
+                      verdict: dict[str, Any], *, run_id: str | None) -> None:
+        """Keep the last policy verdict on a record, whatever state it is in: like a drift
+        check, a verdict is an observation about a plan, not a lifecycle move."""
+        with self.session() as session:
+            row = self._row(session, pipeline, task, environment)
+            if row is not None:
+                row.policy = {**verdict, "run_id": run_id,
+                              "evaluated_at": utcnow().isoformat()}
+
     def delete(self, record: RecordView, *, actor: str) -> None:
         """Delete a destroyed record, or one that never got infrastructure (a rejected or
         withdrawn provision no apply of which ever started); its revisions go, its audit
