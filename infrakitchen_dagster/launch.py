@@ -6,6 +6,7 @@ executor (parallel where the graph allows) and land in the instance like a UI la
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import warnings
@@ -49,7 +50,18 @@ def instance() -> DagsterInstance:
         home = settings.private_dir(settings.home() / "dagster")
         os.environ["DAGSTER_HOME"] = str(home)
         print(f"DAGSTER_HOME is not set; using {home}", file=sys.stderr)
-    return DagsterInstance.get()
+    # Dagster's SQLite storage creates its tables on first use without a lock of its own:
+    # two first commands at once on a new home would both create them ("table ... already
+    # exists"). One at a time opens the instance; the lock is free once the tables exist.
+    if not os.path.isdir(os.environ["DAGSTER_HOME"]):
+        return DagsterInstance.get()  # Dagster says what is wrong with the setting
+    lock_path = os.path.join(os.environ["DAGSTER_HOME"], ".infrakitchen-instance.lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return DagsterInstance.get()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _job(job_name: str):
