@@ -37,6 +37,23 @@ def _own(items: list[Inherited], resolve: Lookup, secrets: set[str] | frozenset[
     return result
 
 
+def inherited_entries(graph: PipelineGraph, node: Node, resolve: Lookup
+                      ) -> tuple[dict[str, tuple[Any, str]], dict[str, tuple[str, str]]]:
+    """(configs, tags) that flow to `node` from its ancestors, each as (value, ancestor);
+    nearer ancestors win on conflicts. Tags are text, as tofu's `tags` maps want them."""
+    configs: dict[str, tuple[Any, str]] = {}
+    tags: dict[str, tuple[str, str]] = {}
+    for ancestor in reversed(graph.ancestors(node.name)):  # farthest first: nearer win
+        task = graph.nodes[ancestor].task
+        for item in task.dependency_configs:
+            if item.inherited_by_children:
+                configs[item.name] = (render_value(item.value, resolve), ancestor)
+        for item in task.dependency_tags:
+            if item.inherited_by_children:
+                tags[item.name] = (to_text(render_value(item.value, resolve)), ancestor)
+    return configs, tags
+
+
 def record_context(graph: PipelineGraph, node: Node, resolve: Lookup,
                    secrets: set[str] | frozenset[str]) -> dict[str, Any]:
     """{"labels": {...}, "tags": {own, inherited (with `from`), effective}} for `node`.
@@ -44,19 +61,11 @@ def record_context(graph: PipelineGraph, node: Node, resolve: Lookup,
     Nearer ancestors win on conflicts and the task's own tags win over inherited ones, as
     for the `tags` variable. A value that is a secret is stored as "(sensitive)".
     """
-    inherited_tags: dict[str, dict[str, Any]] = {}
-    inherited_configs: dict[str, dict[str, Any]] = {}
-    for ancestor in reversed(graph.ancestors(node.name)):  # farthest first: nearer win
-        task = graph.nodes[ancestor].task
-        for item in task.dependency_configs:
-            if item.inherited_by_children:
-                value = render_value(item.value, resolve)
-                inherited_configs[item.name] = {"value": _shown(value, secrets),
-                                                "from": ancestor}
-        for item in task.dependency_tags:
-            if item.inherited_by_children:
-                value = to_text(render_value(item.value, resolve))
-                inherited_tags[item.name] = {"value": _shown(value, secrets), "from": ancestor}
+    configs, tags = inherited_entries(graph, node, resolve)
+    inherited_tags = {name: {"value": _shown(value, secrets), "from": origin}
+                      for name, (value, origin) in tags.items()}
+    inherited_configs = {name: {"value": _shown(value, secrets), "from": origin}
+                         for name, (value, origin) in configs.items()}
     own_tags = _own(node.task.dependency_tags, resolve, secrets, text=True)
     own_configs = _own(node.task.dependency_configs, resolve, secrets, text=False)
     effective = {name: entry["value"] for name, entry in inherited_tags.items()}

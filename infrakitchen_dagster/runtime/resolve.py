@@ -28,7 +28,7 @@ from ..store import RecordView
 from ..tofu import BackendSettings
 from .context import RunContext
 from .errors import TaskFailure
-from .record_context import record_context
+from .record_context import inherited_entries, record_context
 
 Lookup = Callable[[Ref], Any]
 
@@ -178,17 +178,9 @@ class Resolver:
 
     def inherited(self, node: Node, resolve: Lookup) -> tuple[dict[str, Any], dict[str, Any]]:
         """(configs, tags) flowing from ancestors; nearer ancestors win on conflicts."""
-        configs: dict[str, Any] = {}
-        tags: dict[str, Any] = {}
-        graph = self.ctx.graph
-        for ancestor in reversed(graph.ancestors(node.name)):
-            task = graph.nodes[ancestor].task
-            for item in task.dependency_configs:
-                if item.inherited_by_children:
-                    configs[item.name] = render_value(item.value, resolve)
-            for item in task.dependency_tags:
-                if item.inherited_by_children:
-                    tags[item.name] = to_text(render_value(item.value, resolve))
+        inherited_configs, inherited_tags = inherited_entries(self.ctx.graph, node, resolve)
+        configs = {name: value for name, (value, _origin) in inherited_configs.items()}
+        tags = {name: value for name, (value, _origin) in inherited_tags.items()}
         for item in node.task.dependency_tags:
             tags[item.name] = to_text(render_value(item.value, resolve))
         return configs, tags
