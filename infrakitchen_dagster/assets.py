@@ -52,9 +52,11 @@ from .distributed import CELERY, celery_executor_def, is_distributed
 from .failures import PIPELINE_TAG, REFUSED
 from .graph import Node, PipelineGraph
 from .interpolation import InterpolationError, to_text
+from .notify import plan_text
 from .process import ProcessTimeout
 from .resources import InfraKitchenResource, TofuResource
 from .runtime import OutcomeStatus, TaskFailure
+from .runtime.changes import changes_markdown
 from .sensors import build_file_watch_sensors
 from .steps import (
     NOT_MATERIALISED,
@@ -185,7 +187,7 @@ def build_task_asset(graph: PipelineGraph, node: Node, translator: InfraKitchenT
     def _task_asset(context: AssetExecutionContext, tofu: TofuResource,
                     infrakitchen: InfraKitchenResource) -> Iterator[MaterializeResult]:
         runtime = make_runtime(graph, context, tofu, infrakitchen, environment_of(context))
-        principal = principal_of(context)
+        principal = principal_of(context, graph, infrakitchen)
         tag_ui_run(context, graph, principal)
         try:
             outcome = perform(runtime, node, principal)
@@ -396,15 +398,18 @@ def _plan_op(graph: PipelineGraph, translator: InfraKitchenTranslator, name: str
         node = nodes[context.op_handle.name]
         runtime = make_runtime(graph, context, tofu, infrakitchen, environment_of(context))
         try:
-            summary = runtime.plan(node)
+            dry_run = runtime.plan(node)
         except InterpolationError as exc:
             context.log.warning(f"{node.name}: not planned: {exc}")
-            summary = None
+            dry_run = None
         except (TofuError, ProcessTimeout, TaskFailure) as exc:
             raise as_failure(exc) from None
         metadata: dict[str, Any] = {"operation": "plan"}
-        if summary is not None:
-            metadata["plan"] = MetadataValue.json(summary.as_dict())
+        if dry_run is not None:
+            metadata["plan"] = plan_text(dry_run.summary.as_dict())
+            if dry_run.changes:
+                metadata["changes"] = MetadataValue.md(changes_markdown(dry_run.changes))
+            context.log.info(f"{node.name}: plan {metadata['plan']}")
         else:
             metadata["plan"] = "not planned: upstream outputs unknown until applied"
         context.log_event(AssetObservation(

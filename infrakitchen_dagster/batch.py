@@ -81,7 +81,7 @@ class _Walk:
         self.environment = environment_of(context)
         self.selected = selected
         self.lines: queue.Queue[tuple[int, str]] = queue.Queue()
-        self.principal = principal_of(context)
+        self.principal = principal_of(context, graph, infrakitchen)
         tag_ui_run(context, graph, self.principal)
         self.outcomes: list[Outcome] = []
 

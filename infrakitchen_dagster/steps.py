@@ -26,6 +26,7 @@ from .notify import plan_text
 from .policy_check import policy_metadata
 from .process import ProcessTimeout
 from .resources import InfraKitchenResource, TofuResource
+from .run_origin import attach_to_code_location
 from .run_principal import LAUNCH_TAG, UI_LAUNCH, USER_TAG, RunPrincipal, run_principal
 from .runtime import Outcome, OutcomeStatus, Refused, TaskFailure, TaskRuntime
 from .runtime.changes import changes_markdown
@@ -59,10 +60,31 @@ def environment_of(context: Any) -> str:
     return "default"
 
 
+#: principals settled in this process, by run id (a run's principal never changes)
+_SETTLED: dict[str, RunPrincipal] = {}
+
+
+def settled_principal(context: Any, graph: PipelineGraph, store: LifecycleStore
+                      ) -> RunPrincipal:
+    """Who the step's run acts as, judged once per run: the first step settles it in the
+    store and then attaches a terminal run to its code location (`run_origin`), after which
+    the run's origin alone would make it look like a UI launch."""
+    run = current_run(context)
+    if run is None:
+        return run_principal(None)
+    if run.run_id not in _SETTLED:
+        judged = run_principal(run)
+        _SETTLED[run.run_id] = RunPrincipal(*store.settle_run_principal(
+            run.run_id, judged.name, judged.source))
+        attach_to_code_location(context.instance, run, graph.pipeline)
+    return _SETTLED[run.run_id]
+
+
 def make_runtime(graph: PipelineGraph, context: Any, tofu: TofuResource,
                  infrakitchen: InfraKitchenResource, environment: str) -> TaskRuntime:
     instance = context.instance
     run = current_run(context)
+    store = infrakitchen.store()
 
     def run_is_alive(run_id: str) -> bool:
         other = instance.get_run_by_id(run_id)
@@ -70,9 +92,9 @@ def make_runtime(graph: PipelineGraph, context: Any, tofu: TofuResource,
 
     log = context.log
     return TaskRuntime(
-        graph=graph, environment=environment, store=infrakitchen.store(), tofu=tofu,
+        graph=graph, environment=environment, store=store, tofu=tofu,
         runtime_vars=infrakitchen.runtime_vars(),
-        actor=run_principal(run).name,
+        actor=settled_principal(context, graph, store).name,
         run_id=run.run_id if run else None, log=log.debug, progress=log.info,
         force=infrakitchen.force,
         run_is_alive=run_is_alive,
@@ -137,8 +159,9 @@ def is_refusal(exc: BaseException | None) -> bool:
 # -- what a provision step does around one task --------------------------------------------
 
 
-def principal_of(context: Any) -> RunPrincipal:
-    return run_principal(current_run(context))
+def principal_of(context: Any, graph: PipelineGraph, infrakitchen: InfraKitchenResource
+                 ) -> RunPrincipal:
+    return settled_principal(context, graph, infrakitchen.store())
 
 
 def perform(runtime: TaskRuntime, node: Node, principal: RunPrincipal) -> Outcome:

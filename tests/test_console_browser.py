@@ -14,7 +14,8 @@ and judged by the Rego fixtures under tests/fixtures/policies:
    wendy cannot approve it from the Launchpad (a writer); her `cache` of size "huge" is
    denied by policy: the materialisation fails and the `policy` check shows the message;
 3. olive's console: the Launchpad of `gate__approve` approves request 1; the approvals
-   sensor applies exactly that plan and the asset shows it applied.
+   sensor applies exactly that plan and the asset shows it applied; her `ik plan` from a
+   terminal shows in the job's run history, as runs the UI started do.
 
 Real Terraform applies (null provider) count themselves in files, so the test also sees
 what was, and was not, applied. Screenshots are saved in the test's tmp dir (pytest keeps
@@ -325,6 +326,18 @@ def test_a_day_in_the_console_request_approve_apply_and_a_policy_denial(
                     f"request 1 (provision, default) applied: approved by {OWNER}")
                 ).to_be_visible()
                 ui.shot("10-approval-check-applied")
+
+                # a run from a terminal is in the job's history beside the UI's runs
+                planned = env.ik("plan", PIPELINE, "--as", OWNER).stdout
+                terminal_run = re.search(r"run ([0-9a-f-]{36})", planned).group(1)
+                ui.open(f"/locations/{LOCATION}/jobs/{PIPELINE}__plan/runs")
+                expect(ui.page.locator(f'a[href*="/runs/{terminal_run}"]').first
+                       ).to_be_visible(timeout=UI_TIMEOUT_MS)
+                ui.shot("11-terminal-run-in-job-history")
+                ui.open("/overview/activity/timeline")  # its row: the terminal run's alone
+                expect(ui.page.get_by_role("link", name=f"{PIPELINE}__plan", exact=True)
+                       ).to_be_visible(timeout=UI_TIMEOUT_MS)
+                ui.shot("12-overview-timeline")
         except Exception:
             if opened:  # what the page showed when the day went wrong
                 with suppress(Exception):

@@ -37,8 +37,8 @@ variables = {{ name = "b", value = "{{{{.a.value}}}}" }}
 """)
     ik_in_process("plan", "dry")
     [a_plan] = _observations("dry", "a")
-    assert a_plan["operation"] == "plan" and a_plan["plan"] == {"add": 1, "change": 0,
-                                                                 "destroy": 0}
+    assert a_plan["operation"] == "plan" and a_plan["plan"] == "+1 ~0 -0"
+    assert "| `null_resource.this` | create |" in a_plan["changes"]  # what the UI shows
     [b_plan] = _observations("dry", "b")
     assert b_plan["plan"].startswith("not planned: upstream outputs unknown")
     assert json.loads(ik_in_process("resources", "--json").stdout) == []
@@ -48,7 +48,8 @@ variables = {{ name = "b", value = "{{{{.a.value}}}}" }}
     ik_in_process("run", "dry")
     ik_in_process("plan", "dry", "--var", "VALUE=two")
     latest = _observations("dry", "a")[0]  # newest first
-    assert latest["plan"] == {"add": 1, "change": 0, "destroy": 1}  # replaced
+    assert latest["plan"] == "+1 ~0 -1"  # replaced
+    assert "| `null_resource.this` | replace |" in latest["changes"]
     record = json.loads(ik_in_process("inspect", "dry/a", "--json").stdout)
     assert (record["revision"], record["outputs"]["value"]) == (1, "one")
 

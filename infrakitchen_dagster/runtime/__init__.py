@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from ..graph import Node
 from ..store import RecordView
-from ..tofu import PlanSummary
 from . import commands, destroy, planning, provision
 from .context import Log, RunContext
 from .errors import Refused, TaskFailure
@@ -51,7 +50,7 @@ class TaskRuntime(RunContext):
                      failed_run_id: str | None = None) -> list[str]:
         return destroy.run_teardown(self, teardown, failed_task, error_message, failed_run_id)
 
-    def plan(self, node: Node) -> PlanSummary:
+    def plan(self, node: Node) -> planning.DryRun:
         return planning.plan(self, node)
 
     def drift(self, node: Node) -> Drift | None:

@@ -4,10 +4,12 @@ values the record was applied with, so a pending change is not mistaken for drif
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ..graph import Node
 from ..store import State
 from ..tofu import PlanSummary
+from .changes import ResourceChange, parse_changes
 from .context import RunContext
 from .outcome import Drift
 from .resolve import Resolver
@@ -17,17 +19,27 @@ from .rules import check_rules
 _PLANNED_CHANGE = re.compile(r"^\s*# (\S+) (.*\b(?:will|must) be\b.*)$")
 
 
-def plan(ctx: RunContext, node: Node) -> PlanSummary:
+@dataclass(frozen=True)
+class DryRun:
+    """What a dry run would do: the counts and each resource change, read from the same
+    plan output the apply's metadata reads (sensitive values are masked by tofu)."""
+
+    summary: PlanSummary
+    changes: list[ResourceChange]
+
+
+def plan(ctx: RunContext, node: Node) -> DryRun:
     """A dry run: `tofu plan` with today's values; no record changes."""
     resolved = Resolver(ctx).resolve(node)
     check_rules(resolved)  # a value the apply would refuse is refused by its dry run too
-    workspace = ctx.workspace_for(resolved, timeout=node.task.timeout)
+    lines: list[str] = []
+    workspace = ctx.workspace_for(resolved, timeout=node.task.timeout, lines=lines)
     with workspace.locked(ctx.progress):
         workspace.prepare(resolved.variables)
         workspace.init()
         summary, plan_file = workspace.plan()
         plan_file.unlink(missing_ok=True)
-    return summary
+    return DryRun(summary, parse_changes(lines))
 
 
 def drift(ctx: RunContext, node: Node) -> Drift | None:

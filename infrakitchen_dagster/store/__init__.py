@@ -48,6 +48,7 @@ from .models import (
     RegisteredValue,
     ResourceRecord,
     Revision,
+    RunPrincipalRow,
     RunVars,
     TeardownMark,
     utcnow,
@@ -603,6 +604,21 @@ class LifecycleStore:
                 return False
             mark.teardown_run_id = teardown_run_id
             return True
+
+    def settle_run_principal(self, run_id: str, principal: str, source: str
+                             ) -> tuple[str, str]:
+        """The (principal, source) of run `run_id`: the first step to ask settles it, every
+        later step of the run (any process, any worker) gets the same answer."""
+        try:
+            with self.session() as session:
+                session.add(RunPrincipalRow(run_id=run_id, principal=principal,
+                                            source=source, settled_at=utcnow()))
+        except IntegrityError:
+            with self.session() as session:
+                row = session.get(RunPrincipalRow, run_id)
+                if row is not None:
+                    return row.principal, row.source
+        return principal, source
 
     def claim_teardown(self, run_id: str, pipeline: str, handled_by: str) -> bool:
         """True exactly once per failed run, whoever (CLI or sensor) asks first."""

@@ -121,6 +121,18 @@ class TeardownMark(Base):
     teardown_run_id: Mapped[str | None] = mapped_column(String(64))
 
 
+class RunPrincipalRow(Base):
+    """Who a Dagster run acts as, settled by its first step (see `run_principal`)."""
+
+    __tablename__ = "ik_run_principals"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(200))
+    #: where the principal came from: tag, ui, trigger, location or unset
+    source: Mapped[str] = mapped_column(String(20))
+    settled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ApprovalRequestRow(Base):
     """A request to provision, update or destroy one resource, with its saved plan.
 
