@@ -122,25 +122,25 @@ class _Walk:
     # -- the walk, on the step's own thread --------------------------------------------
 
     def _drain(self) -> None:
-        """Log what the workers printed since the last call. Tool output (DEBUG) goes out
-        as one event per drain, not one per line: each event is a write to the run's
-        event log, and eight tofu processes print hundreds of lines."""
+        """Log what the workers said since the last call. Progress (INFO) and tool output
+        (DEBUG) go out as one event per level per drain, not one per line: each event is a
+        write to the run's event log (tens of milliseconds of the step's thread on a busy
+        machine), and eight tasks starting at once say sixteen things. Warnings and errors
+        stay one event each."""
         log = self.context.log
-        pending: list[str] = []
+        grouped: dict[int, list[str]] = {logging.INFO: [], logging.DEBUG: []}
         while True:
             try:
                 level, line = self.lines.get_nowait()
             except queue.Empty:
                 break
-            if level == logging.DEBUG:
-                pending.append(line)
-                continue
-            if pending:
-                log.debug("\n".join(pending))
-                pending = []
-            log.log(level, line)
-        if pending:
-            log.debug("\n".join(pending))
+            if level in grouped:
+                grouped[level].append(line)
+            else:
+                log.log(level, line)
+        for level, lines in grouped.items():
+            if lines:
+                log.log(level, "\n".join(lines))
 
     def run(self) -> Iterator[MaterializeResult]:
         chosen = set(self.selected)

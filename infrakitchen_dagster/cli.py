@@ -658,7 +658,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-new-key", action="store_true",
                    help="only print a new key (for INFRAKITCHEN_SECRET_KEY) and exit")
     p.set_defaults(func=cmd_rotate_key)
+
+    p = sub.add_parser("serve", parents=[common],
+                       help="a warm launcher: keep Dagster imported and run each `ik` "
+                            "command that sets INFRAKITCHEN_SERVER in a fork of it")
+    p.add_argument("--socket", default=None, metavar="PATH",
+                   help="the Unix socket to listen on (default: $INFRAKITCHEN_HOME/ik.sock)")
+    p.set_defaults(func=cmd_serve)
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .warm import serve
+
+    return serve(args.socket or str(settings.home() / "ik.sock"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

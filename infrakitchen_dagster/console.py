@@ -6,7 +6,8 @@ and again while they are imported (0.15-0.2 s here), and the interpreter tearing
 down at exit (0.3-0.5 s). So the collector runs less often while `ik` lives, and once a
 command has finished (its output flushed, logging shut down, no thread of its own left) the
 process ends without the teardown. Tests and library users call `cli.main`, which keeps
-Python's defaults.
+Python's defaults. With `INFRAKITCHEN_SERVER` set, the command runs in a fork of a warm
+launcher instead (`warm.py`), which has paid for the imports already.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ import threading
 def run() -> None:
     """Entry point of the `ik` console script."""
     gc.set_threshold(100_000, 50, 100)
-    from .cli import main
+    code = None
+    if server := os.environ.get("INFRAKITCHEN_SERVER"):  # a warm launcher (ik serve)
+        from .warm import run_through_server
 
-    code = main()
+        code = run_through_server(server, sys.argv[1:])
+    if code is None:
+        from .cli import main
+
+        code = main()
     if any(t.is_alive() and not t.daemon for t in threading.enumerate()
            if t is not threading.main_thread()):
         sys.exit(code)  # something still works: let the interpreter wait for it

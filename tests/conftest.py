@@ -115,6 +115,7 @@ def make_ik_env(tmp_path: Path, toolchain: Toolchain, pipelines: Path,
     )
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     env.pop("INFRAKITCHEN_DATABASE_URL", None)
+    env.pop("INFRAKITCHEN_SERVER", None)  # a developer's warm launcher serves other code
     if database_url:
         env["INFRAKITCHEN_DATABASE_URL"] = database_url
     # one shared provider cache keeps `init` at a fraction of a second

@@ -335,7 +335,7 @@ def test_a_day_in_the_console_request_approve_apply_and_a_policy_denial(
                        ).to_be_visible(timeout=UI_TIMEOUT_MS)
                 ui.shot("11-terminal-run-in-job-history")
                 ui.open("/overview/activity/timeline")  # its row: the terminal run's alone
-                expect(ui.page.get_by_role("link", name=f"{PIPELINE}__plan", exact=True)
+                expect(ui.page.locator(f'a[href$="/jobs/{PIPELINE}__plan"]').first
                        ).to_be_visible(timeout=UI_TIMEOUT_MS)
                 ui.shot("12-overview-timeline")
         except Exception:
