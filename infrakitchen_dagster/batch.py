@@ -123,12 +123,19 @@ class _Walk:
 
     def _drain(self) -> None:
         """Log what the workers said since the last call. Progress (INFO) and tool output
-        (DEBUG) go out as one event per level per drain, not one per line: each event is a
-        write to the run's event log (tens of milliseconds of the step's thread on a busy
-        machine), and eight tasks starting at once say sixteen things. Warnings and errors
-        stay one event each."""
+        (DEBUG) go out as one event per level, not one per line: each event is a write to
+        the run's event log (tens of milliseconds of the step's thread on a busy machine),
+        and eight tasks starting at once say sixteen things. A warning or an error is its
+        own event, after everything said before it."""
         log = self.context.log
         grouped: dict[int, list[str]] = {logging.INFO: [], logging.DEBUG: []}
+
+        def flush() -> None:
+            for level, lines in grouped.items():
+                if lines:
+                    log.log(level, "\n".join(lines))
+                    lines.clear()
+
         while True:
             try:
                 level, line = self.lines.get_nowait()
@@ -137,10 +144,9 @@ class _Walk:
             if level in grouped:
                 grouped[level].append(line)
             else:
+                flush()
                 log.log(level, line)
-        for level, lines in grouped.items():
-            if lines:
-                log.log(level, "\n".join(lines))
+        flush()
 
     def run(self) -> Iterator[MaterializeResult]:
         chosen = set(self.selected)

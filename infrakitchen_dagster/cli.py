@@ -669,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .warm import serve
+    from .warm.server import serve
 
     return serve(args.socket or str(settings.home() / "ik.sock"))
 

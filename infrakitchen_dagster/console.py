@@ -7,7 +7,7 @@ down at exit (0.3-0.5 s). So the collector runs less often while `ik` lives, and
 command has finished (its output flushed, logging shut down, no thread of its own left) the
 process ends without the teardown. Tests and library users call `cli.main`, which keeps
 Python's defaults. With `INFRAKITCHEN_SERVER` set, the command runs in a fork of a warm
-launcher instead (`warm.py`), which has paid for the imports already.
+launcher instead (`warm/`), which has paid for the imports already.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def run() -> None:
     gc.set_threshold(100_000, 50, 100)
     code = None
     if server := os.environ.get("INFRAKITCHEN_SERVER"):  # a warm launcher (ik serve)
-        from .warm import run_through_server
+        from .warm.client import run_through_server
 
         code = run_through_server(server, sys.argv[1:])
     if code is None:

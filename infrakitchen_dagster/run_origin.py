@@ -26,7 +26,11 @@ from dagster._core.remote_origin import (
     RemoteJobOrigin,
     RemoteRepositoryOrigin,
 )
-from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
+from dagster._core.storage.tags import (
+    CODE_LOCATION_TAG,
+    MAX_RETRIES_TAG,
+    REPOSITORY_LABEL_TAG,
+)
 
 from .spec import Pipeline
 
@@ -46,22 +50,36 @@ def code_location_name(pipeline: Pipeline) -> str | None:
                         else pipeline.name)
 
 
-def attach_to_code_location(instance: DagsterInstance, run: DagsterRun,
-                            pipeline: Pipeline) -> bool:
-    """Give a terminal run the origin of its code location (once: a run that has one is
-    left alone). True when it was attached now."""
-    location = code_location_name(pipeline)
-    if run.remote_job_origin is not None or location is None:
-        return False
-    origin = RemoteJobOrigin(
+def location_origin(location: str, job_name: str) -> RemoteJobOrigin:
+    """The origin the webserver gives a run of `job_name` launched in code location
+    `location` (the definitions' one repository)."""
+    return RemoteJobOrigin(
         repository_origin=RemoteRepositoryOrigin(
             code_location_origin=RegisteredCodeLocationOrigin(location_name=location),
             repository_name=REPOSITORY_NAME),
-        job_name=run.job_name)
-    instance.add_run_tags(run.run_id, {REPOSITORY_LABEL_TAG: origin.repository_origin.get_label()})
-    # re-read: the stored run body is replaced whole, and must keep what was written since
+        job_name=job_name)
+
+
+def attach_to_code_location(instance: DagsterInstance, run: DagsterRun,
+                            pipeline: Pipeline) -> bool:
+    """Give a terminal run the origin of its code location (once: a run that has one is
+    left alone). True when it was attached now.
+
+    The stored run is re-read and replaced at once, then tagged through Dagster's own
+    `add_run_tags`, so that only the instant between the two stored-run writes is open to
+    a parallel step's tags. `dagster/max_retries=0` keeps Dagster's retry daemon (when a
+    deployment enables run retries) from re-executing it as a UI launch would be run:
+    `ik run` handles its own failures (teardown) and states its own principal.
+    """
+    location = code_location_name(pipeline)
+    if run.remote_job_origin is not None or location is None:
+        return False
+    origin = location_origin(location, run.job_name)
     current = instance.get_run_by_id(run.run_id)
     if current is None or current.remote_job_origin is not None:
         return False
     instance.run_storage.replace_job_origin(current, origin)
+    instance.add_run_tags(run.run_id, {
+        REPOSITORY_LABEL_TAG: origin.repository_origin.get_label(),
+        CODE_LOCATION_TAG: location, MAX_RETRIES_TAG: "0"})
     return True

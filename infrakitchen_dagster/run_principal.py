@@ -7,7 +7,12 @@ Launchpad) is a run of the code location (it has a remote job origin) that no sc
 sensor or backfill started: its tags are whatever the person typed, so it acts as
 `INFRAKITCHEN_UI_PRINCIPAL`, a setting of the deployment, and with that unset it is
 refused with a line saying how to set it, never acting as whoever runs the webserver.
-Schedules and file watches (`infrakitchen/trigger`) act as the code location's identity.
+Schedules and file watches (`infrakitchen/trigger`, on a run Dagster's daemon started) act
+as the code location's identity; the same tag typed on a UI launch names nobody.
+
+Limit: Dagster does not stop a Launchpad user from typing its own automation tags
+(`dagster/sensor_name`, ...); a run carrying one is taken for a sensor's, schedule's or
+backfill's run. Pipelines whose approvals must prove who decided sign them (`approvers`).
 """
 
 from __future__ import annotations
@@ -82,12 +87,12 @@ def run_principal(run: DagsterRun | None) -> RunPrincipal:
     named = tags.get(USER_TAG)
     from_location = run is not None and run.remote_job_origin is not None
     automated = any(tag in tags for tag in _AUTOMATION_TAGS)
-    if tags.get(TRIGGER_TAG) and not named:
-        return RunPrincipal(default_actor(), "trigger")
     if from_location and not automated:  # launched from the UI: its tags are typed
         configured = ui_principal()
         return RunPrincipal(configured, "ui") if configured else RunPrincipal(
             default_actor(), UNSET)
+    if tags.get(TRIGGER_TAG) and not named:  # a schedule's or file watch's run
+        return RunPrincipal(default_actor(), "trigger")
     if named and tags.get(LAUNCH_TAG) != UI_LAUNCH:
         return RunPrincipal(named, "tag")
     configured = ui_principal()

@@ -74,9 +74,17 @@ def settled_principal(context: Any, graph: PipelineGraph, store: LifecycleStore
         return run_principal(None)
     if run.run_id not in _SETTLED:
         judged = run_principal(run)
-        _SETTLED[run.run_id] = RunPrincipal(*store.settle_run_principal(
-            run.run_id, judged.name, judged.source))
-        attach_to_code_location(context.instance, run, graph.pipeline)
+        name, source, settled_now = store.settle_run_principal(run.run_id, judged.name,
+                                                               judged.source)
+        _SETTLED.clear()  # one run at a time matters to a process; workers live long
+        _SETTLED[run.run_id] = RunPrincipal(name, source)
+        if settled_now:  # one step per run attaches it
+            try:
+                attach_to_code_location(context.instance, run, graph.pipeline)
+            except Exception as exc:  # the run goes on; only the UI's history misses it
+                context.log.warning(f"this run could not be filed under its code "
+                                    f"location ({type(exc).__name__}: {exc}); it is in the "
+                                    "Runs list only")
     return _SETTLED[run.run_id]
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -154,3 +155,26 @@ def _wait_until_gone(home: Path, timeout: float = 60) -> list[str]:
     for entry in processes_in(home):
         _wait_for_exit(int(entry.split(":")[0]), timeout)
     return processes_in(home)
+
+
+def test_an_exit_code_read_with_the_pid_line_is_not_lost() -> None:
+    """A command that ends at once: its exit code can arrive in the same read as the
+    server's "pid" line; the client must take it from there, not run the command again."""
+    from infrakitchen_dagster.warm import EXIT
+    from infrakitchen_dagster.warm.client import _read_line, _wait_for_exit
+
+    server, client = socket.socketpair()
+    with server, client:
+        server.sendall(b"pid 4242\n" + EXIT.pack(3))
+        server.close()
+        line, rest = _read_line(client)
+        assert line == "pid 4242"
+        assert _wait_for_exit(client, 4242, rest) == 3
+
+
+def test_a_second_server_on_the_same_socket_is_refused(ik_env: IkEnv, server: str) -> None:
+    second = ik_env.ik("serve", "--socket", server, check=False)
+    assert second.returncode == 1
+    assert f"a warm launcher already listens on {server}" in second.stderr
+    _pipeline(ik_env)
+    assert _through(ik_env, server).ik("resources", "--json").stdout.strip() == "[]"

@@ -606,19 +606,24 @@ class LifecycleStore:
             return True
 
     def settle_run_principal(self, run_id: str, principal: str, source: str
-                             ) -> tuple[str, str]:
-        """The (principal, source) of run `run_id`: the first step to ask settles it, every
-        later step of the run (any process, any worker) gets the same answer."""
+                             ) -> tuple[str, str, bool]:
+        """The (principal, source) of run `run_id`, and whether this call settled it: the
+        first step to ask settles it, every later step of the run (any process, any
+        worker) reads the same answer."""
+        with self.session() as session:
+            row = session.get(RunPrincipalRow, run_id)
+            if row is not None:
+                return row.principal, row.source, False
         try:
             with self.session() as session:
-                session.add(RunPrincipalRow(run_id=run_id, principal=principal,
+                session.add(RunPrincipalRow(run_id=run_id, principal=principal[:200],
                                             source=source, settled_at=utcnow()))
-        except IntegrityError:
+            return principal, source, True
+        except IntegrityError:  # a parallel step settled it first
             with self.session() as session:
                 row = session.get(RunPrincipalRow, run_id)
-                if row is not None:
-                    return row.principal, row.source
-        return principal, source
+                assert row is not None
+                return row.principal, row.source, False
 
     def claim_teardown(self, run_id: str, pipeline: str, handled_by: str) -> bool:
         """True exactly once per failed run, whoever (CLI or sensor) asks first."""
