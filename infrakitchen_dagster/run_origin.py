@@ -65,9 +65,9 @@ def attach_to_code_location(instance: DagsterInstance, run: DagsterRun,
     """Give a terminal run the origin of its code location (once: a run that has one is
     left alone). True when it was attached now.
 
-    The stored run is re-read and replaced at once, then tagged through Dagster's own
-    `add_run_tags`, so that only the instant between the two stored-run writes is open to
-    a parallel step's tags. `dagster/max_retries=0` keeps Dagster's retry daemon (when a
+    The run is tagged through Dagster's own `add_run_tags`, then re-read and replaced at
+    once, so that only the instant between that read and write is open to a parallel
+    step's tags. `dagster/max_retries=0` keeps Dagster's retry daemon (when a
     deployment enables run retries) from re-executing it as a UI launch would be run:
     `ik run` handles its own failures (teardown) and states its own principal.
     """
@@ -75,11 +75,13 @@ def attach_to_code_location(instance: DagsterInstance, run: DagsterRun,
     if run.remote_job_origin is not None or location is None:
         return False
     origin = location_origin(location, run.job_name)
+    # the tags first: `add_run_tags` inserts the rows the UI filters on only for keys the
+    # stored run does not have yet (`replace_job_origin` updates that row, never adds it)
+    instance.add_run_tags(run.run_id, {
+        REPOSITORY_LABEL_TAG: origin.repository_origin.get_label(),
+        CODE_LOCATION_TAG: location, MAX_RETRIES_TAG: "0"})
     current = instance.get_run_by_id(run.run_id)
     if current is None or current.remote_job_origin is not None:
         return False
     instance.run_storage.replace_job_origin(current, origin)
-    instance.add_run_tags(run.run_id, {
-        REPOSITORY_LABEL_TAG: origin.repository_origin.get_label(),
-        CODE_LOCATION_TAG: location, MAX_RETRIES_TAG: "0"})
     return True

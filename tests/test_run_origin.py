@@ -62,6 +62,11 @@ def test_an_ik_run_is_filed_under_its_code_location_and_keeps_its_principal(
     assert _location(run) == "definitions.py"  # what `dagster dev -f definitions.py` serves
     assert run.remote_job_origin.repository_origin.repository_name == "__repository__"
     assert run.tags[LABEL_TAG] == "__repository__@definitions.py"
+    # what the UI's job history asks for: runs of the job carrying the location's label
+    assert [r.run_id for r in DagsterInstance.get().get_runs(RunsFilter(
+        job_name="held__provision", tags={LABEL_TAG: "__repository__@definitions.py"}))
+            ] == [run.run_id]
+    assert run.tags["dagster/code_location"] == "definitions.py"
     assert run.tags["infrakitchen/user"] == "olive"
     # both resources, the second applied after the run had its origin, acted as olive
     applied = {e["task"]: e["actor"] for e in LifecycleStore().audit_entries("held")
@@ -82,5 +87,8 @@ def test_dagster_job_execute_is_filed_under_the_named_location(ik_env: IkEnv) ->
         newest, first = instance.get_runs(RunsFilter(job_name="held__provision"))
     assert _location(first) == "held-estate"
     assert first.tags[LABEL_TAG] == "__repository__@held-estate"
+    with DagsterInstance.from_config(str(ik_env.dagster_home)) as instance:
+        assert [r.run_id for r in instance.get_runs(RunsFilter(
+            tags={LABEL_TAG: "__repository__@held-estate"}))] == [first.run_id]
     assert _location(newest) is None and LABEL_TAG not in newest.tags
 
