@@ -23,8 +23,10 @@ import threading
 def run() -> None:
     """Entry point of the `ik` console script."""
     gc.set_threshold(100_000, 50, 100)
+    from .warm import SERVER_ENV
+
     code = None
-    if server := os.environ.get("INFRAKITCHEN_SERVER"):  # a warm launcher (ik serve)
+    if server := os.environ.get(SERVER_ENV):  # a warm launcher (ik serve)
         from .warm.client import run_through_server
 
         code = run_through_server(server, sys.argv[1:])

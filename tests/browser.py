@@ -1,5 +1,6 @@
-"""What the browser tests share: a free loopback port, a log tail for failures, the
-optional community dialog of a first visit, and screenshots that must not be empty."""
+"""What the browser tests share: a webserver on a free loopback port, a log tail for
+failures, the optional community dialog of a first visit, and screenshots that must not be
+empty."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -64,3 +67,21 @@ def wait_until_serving(process: subprocess.Popen[bytes], base: str, log: Path,
             raise AssertionError(f"{what} did not answer on {base} within {seconds}s:\n"
                                  f"{tail(log)}")
         time.sleep(0.5)
+
+
+@contextmanager
+def serving(argv: list[str], env: dict[str, str], cwd: Path, log: Path, seconds: float,
+            stop: Callable[[subprocess.Popen[bytes]], None]) -> Iterator[str]:
+    """`argv` (a Dagster webserver command) on a free loopback port, in its own session
+    with its output in `log`; yields the base URL once it answers, and `stop`s it after."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*argv, "-h", "127.0.0.1", "-p", str(port)], cwd=cwd,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_until_serving(process, base, log, seconds, Path(argv[0]).name)
+        yield base
+    finally:
+        stop(process)

@@ -41,10 +41,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 from .browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    free_port,
     screenshot,
+    serving,
     skip_community_dialog,
-    wait_until_serving,
 )
 from .conftest import FIXTURES, ROOT, IkEnv, Toolchain, make_ik_env, write_pipeline
 
@@ -84,18 +83,9 @@ def _console(env: IkEnv, principal: str | None, log: Path) -> Iterator[str]:
     settings.pop("INFRAKITCHEN_UI_PRINCIPAL", None)
     if principal is not None:
         settings["INFRAKITCHEN_UI_PRINCIPAL"] = principal
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-f", LOCATION,
-               "-h", "127.0.0.1", "-p", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=settings, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until_serving(process, base, log, STARTUP_SECONDS, "dagster dev")
+    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-f", LOCATION]
+    with serving(command, settings, ROOT, log, STARTUP_SECONDS, _stop) as base:
         yield base
-    finally:
-        _stop(process)
 
 
 # -- what a person does in the UI -------------------------------------------------------

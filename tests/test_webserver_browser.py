@@ -27,10 +27,9 @@ from sqlalchemy.engine import make_url
 from .browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    free_port,
     screenshot,
+    serving,
     skip_community_dialog,
-    wait_until_serving,
 )
 from .conftest import ROOT, Toolchain, make_ik_env
 
@@ -60,18 +59,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @contextmanager
 def _webserver(env: dict[str, str], log: Path) -> Iterator[str]:
     """`dagster-webserver` on a free loopback port; yields its base URL once it answers."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).parent / "dagster-webserver"), "-f", "definitions.py",
-               "-h", "127.0.0.1", "-p", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until_serving(process, base, log, STARTUP_SECONDS, "dagster-webserver")
+    command = [str(Path(sys.executable).parent / "dagster-webserver"), "-f", "definitions.py"]
+    with serving(command, env, ROOT, log, STARTUP_SECONDS, _stop) as base:
         yield base
-    finally:
-        _stop(process)
 
 
 def test_web_ui_shows_assets_and_outputs_from_postgres(
